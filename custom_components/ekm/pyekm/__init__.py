@@ -1,0 +1,62 @@
+"""pyekm: asyncio access to EKM Metering devices.
+
+Cloud (EKM Push Account and Realtime APIs), MQTT push and local RS-485 all produce the
+same :class:`MeterReading`: EKM field names, numbers already scaled, a timestamp and the
+source. Nothing here imports Home Assistant; HTTP goes through an injected
+``aiohttp.ClientSession``.
+"""
+
+from .catalog import FIELDS, FieldSpec, Kind, normalize_address
+from .cloud import DEFAULT_SERVER, EkmCloudClient, ReadSet, parse_read_meter
+from .errors import (
+    EkmApiError,
+    EkmAuthError,
+    EkmCommandError,
+    EkmConnectionError,
+    EkmCrcError,
+    EkmError,
+    EkmForbiddenError,
+    EkmNoResponseError,
+    EkmPasswordError,
+    EkmProtocolError,
+    EkmRateLimitError,
+    EkmResponseError,
+    EkmServerError,
+    EkmTimeoutError,
+    EkmUnsupportedError,
+)
+from .models import Account, DeviceInfo, DeviceKind, GatewayInfo, MeterReading, Source
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_SERVER",
+    "FIELDS",
+    "Account",
+    "DeviceInfo",
+    "DeviceKind",
+    "EkmApiError",
+    "EkmAuthError",
+    "EkmCloudClient",
+    "EkmCommandError",
+    "EkmConnectionError",
+    "EkmCrcError",
+    "EkmError",
+    "EkmForbiddenError",
+    "EkmNoResponseError",
+    "EkmPasswordError",
+    "EkmProtocolError",
+    "EkmRateLimitError",
+    "EkmResponseError",
+    "EkmServerError",
+    "EkmTimeoutError",
+    "EkmUnsupportedError",
+    "FieldSpec",
+    "GatewayInfo",
+    "Kind",
+    "MeterReading",
+    "ReadSet",
+    "Source",
+    "normalize_address",
+    "parse_read_meter",
+]
