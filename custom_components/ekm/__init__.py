@@ -1,0 +1,115 @@
+"""EKM Metering: EKM Omnimeters, ioStacks and Push3 gateways in Home Assistant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import CONF_API_KEY, Platform
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import config_validation as cv, device_registry as dr
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.typing import ConfigType
+
+from .const import CONF_SERVER, DOMAIN, MANUFACTURER
+from .coordinator import EkmCloudCoordinator, EkmCoordinator, EkmData
+from .pyekm import DEFAULT_SERVER, DeviceKind, EkmCloudClient
+from .pyekm.catalog import model_name
+
+PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.SENSOR]
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+
+
+@dataclass(slots=True, kw_only=True)
+class EkmRuntimeData:
+    """What a loaded entry holds."""
+
+    coordinator: EkmCoordinator
+    client: EkmCloudClient
+
+
+type EkmConfigEntry = ConfigEntry[EkmRuntimeData]
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Set up the integration (services are registered here, once)."""
+    return True
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: EkmConfigEntry) -> bool:
+    """Set up an EKM Push account."""
+    client = EkmCloudClient(
+        async_get_clientsession(hass),
+        entry.data[CONF_API_KEY],
+        server=entry.data.get(CONF_SERVER) or DEFAULT_SERVER,
+    )
+    coordinator = EkmCloudCoordinator(hass, entry, client)
+    await coordinator.async_config_entry_first_refresh()
+    entry.runtime_data = EkmRuntimeData(coordinator=coordinator, client=client)
+
+    @callback
+    def _sync() -> None:
+        async_sync_devices(hass, entry, coordinator.data)
+
+    _sync()
+    entry.async_on_unload(coordinator.async_add_listener(_sync))
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    return True
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: EkmConfigEntry) -> bool:
+    """Unload an entry."""
+    return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+async def async_remove_config_entry_device(
+    hass: HomeAssistant, entry: EkmConfigEntry, device: dr.DeviceEntry
+) -> bool:
+    """Allow removing a device that is no longer on the account."""
+    data = entry.runtime_data.coordinator.data
+    return not any(
+        ident[0] == DOMAIN and (ident[1] in data.devices or ident[1] in data.gateways)
+        for ident in device.identifiers
+    )
+
+
+@callback
+def async_sync_devices(hass: HomeAssistant, entry: EkmConfigEntry, data: EkmData) -> None:
+    """Create or update a device per gateway and meter; remove those that are gone.
+
+    Devices are made here, in one place, so that gateways exist before the meters that
+    link to them (``via_device_id``) and model/firmware follow the newest reading.
+    """
+    registry = dr.async_get(hass)
+    gateway_ids: dict[str, str] = {}
+    for mac, gateway in data.gateways.items():
+        device = registry.async_get_or_create(
+            config_entry_id=entry.entry_id,
+            identifiers={(DOMAIN, mac)},
+            connections={(dr.CONNECTION_NETWORK_MAC, dr.format_mac(mac))},
+            manufacturer=MANUFACTURER,
+            model="Push3 gateway",
+            name=gateway.name or f"Push3 {mac}",
+        )
+        gateway_ids[mac] = device.id
+    for address, info in data.devices.items():
+        reading = data.readings.get(address)
+        model_code = reading.text("Model") if reading else None
+        protocol = reading.protocol if reading else None
+        is_iostack = info.kind is DeviceKind.IOSTACK
+        registry.async_get_or_create(
+            config_entry_id=entry.entry_id,
+            identifiers={(DOMAIN, address)},
+            manufacturer=MANUFACTURER,
+            model="ioStack" if is_iostack else model_name(model_code, protocol),
+            model_id=model_code,
+            name=info.name or f"{'ioStack' if is_iostack else 'Omnimeter'} {address}",
+            serial_number=address,
+            sw_version=reading.text("Firmware") if reading else None,
+            via_device_id=gateway_ids.get(info.gateway_mac or ""),
+        )
+    known = set(data.devices) | set(data.gateways)
+    for device in dr.async_entries_for_config_entry(registry, entry.entry_id):
+        idents = {i[1] for i in device.identifiers if i[0] == DOMAIN}
+        if idents and not idents & known:
+            registry.async_remove_device(device.id)

@@ -1,0 +1,29 @@
+"""Constants for the EKM Metering integration."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+import logging
+from typing import Final
+
+DOMAIN: Final = "ekm"
+LOGGER = logging.getLogger(__package__)
+MANUFACTURER: Final = "EKM Metering"
+
+CONF_SERVER: Final = "server"
+CONF_ADVANCED: Final = "advanced"
+CONF_SCAN_INTERVAL: Final = "scan_interval"
+CONF_STALE_THRESHOLD: Final = "stale_threshold"
+CONF_METERS: Final = "meters"
+CONF_EXCLUDED_METERS: Final = "excluded_meters"
+
+# EKM's data send interval is 60 s or more: polling faster gains nothing.
+DEFAULT_SCAN_INTERVAL: Final = 60
+MIN_SCAN_INTERVAL: Final = 60
+MAX_SCAN_INTERVAL: Final = 3600
+# A meter whose newest good read is older than this is unavailable.
+DEFAULT_STALE_THRESHOLD: Final = 600
+MIN_STALE_THRESHOLD: Final = 120
+MAX_STALE_THRESHOLD: Final = 86400
+# The account (gateways, meters) changes rarely: re-read it this often.
+ACCOUNT_REFRESH_INTERVAL: Final = timedelta(minutes=30)

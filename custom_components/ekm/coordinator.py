@@ -1,0 +1,191 @@
+"""Coordinators: one place where readings from any transport are merged per meter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryAuthFailed
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
+from homeassistant.util import dt as dt_util
+
+from .const import (
+    ACCOUNT_REFRESH_INTERVAL,
+    CONF_EXCLUDED_METERS,
+    CONF_SCAN_INTERVAL,
+    CONF_STALE_THRESHOLD,
+    DEFAULT_SCAN_INTERVAL,
+    DEFAULT_STALE_THRESHOLD,
+    DOMAIN,
+    LOGGER,
+)
+from .pyekm import (
+    DeviceInfo,
+    EkmAuthError,
+    EkmCloudClient,
+    EkmError,
+    EkmRateLimitError,
+    GatewayInfo,
+    MeterReading,
+)
+
+if TYPE_CHECKING:
+    from . import EkmConfigEntry
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EkmData:
+    """Everything the entities read: the newest good reading of each meter.
+
+    ``stale`` is part of the data (not computed by entities) so that a meter going
+    stale changes the data and the entities are told.
+    """
+
+    devices: Mapping[str, DeviceInfo] = field(default_factory=dict)
+    gateways: Mapping[str, GatewayInfo] = field(default_factory=dict)
+    readings: Mapping[str, MeterReading] = field(default_factory=dict)
+    stale: frozenset[str] = frozenset()
+
+    def reading(self, address: str) -> MeterReading | None:
+        """The meter's newest reading, or None when there is none or it is stale."""
+        if address in self.stale:
+            return None
+        return self.readings.get(address)
+
+
+def merge_readings(
+    current: Mapping[str, MeterReading], incoming: Iterable[MeterReading]
+) -> dict[str, MeterReading]:
+    """Keep the newest reading per meter; older or equal readings never replace it."""
+    merged = dict(current)
+    for reading in incoming:
+        known = merged.get(reading.address)
+        if known is None or reading.timestamp_ms > known.timestamp_ms:
+            merged[reading.address] = reading
+    return merged
+
+
+class EkmCoordinator(DataUpdateCoordinator[EkmData]):
+    """Base coordinator: merging, staleness and pushed readings, whatever the transport."""
+
+    config_entry: EkmConfigEntry
+
+    def __init__(self, hass: HomeAssistant, entry: EkmConfigEntry, name: str) -> None:
+        super().__init__(
+            hass,
+            LOGGER,
+            config_entry=entry,
+            name=name,
+            update_interval=timedelta(
+                seconds=entry.options.get(CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL)
+            ),
+            always_update=False,
+        )
+        self.stale_after = timedelta(
+            seconds=entry.options.get(CONF_STALE_THRESHOLD, DEFAULT_STALE_THRESHOLD)
+        )
+        self.data = EkmData()
+
+    def stale_addresses(
+        self, readings: Mapping[str, MeterReading], devices: Iterable[str]
+    ) -> frozenset[str]:
+        """Meters whose newest good read is older than the threshold (or missing)."""
+        cutoff_ms = (dt_util.utcnow() - self.stale_after).timestamp() * 1000
+        return frozenset(
+            address
+            for address in devices
+            if (reading := readings.get(address)) is None or reading.timestamp_ms < cutoff_ms
+        )
+
+    def build_data(
+        self,
+        incoming: Iterable[MeterReading] = (),
+        *,
+        devices: Mapping[str, DeviceInfo] | None = None,
+        gateways: Mapping[str, GatewayInfo] | None = None,
+    ) -> EkmData:
+        """New data from the current data, new readings and (optionally) new devices."""
+        current = self.data
+        devices = current.devices if devices is None else devices
+        readings = merge_readings(current.readings, incoming)
+        readings = {a: r for a, r in readings.items() if a in devices}
+        return EkmData(
+            devices=devices,
+            gateways=current.gateways if gateways is None else gateways,
+            readings=readings,
+            stale=self.stale_addresses(readings, devices),
+        )
+
+    def async_push_readings(self, readings: Iterable[MeterReading]) -> None:
+        """Apply readings that arrived outside a poll (push, gap fill)."""
+        data = self.build_data(readings)
+        if data != self.data:
+            self.async_set_updated_data(data)
+
+
+class EkmCloudCoordinator(EkmCoordinator):
+    """Polls the EKM Push Realtime API; re-reads the account now and then."""
+
+    def __init__(self, hass: HomeAssistant, entry: EkmConfigEntry, client: EkmCloudClient) -> None:
+        super().__init__(hass, entry, name=f"{DOMAIN} cloud")
+        self.client = client
+        self._account_read_at: datetime | None = None
+        self.excluded = frozenset(entry.options.get(CONF_EXCLUDED_METERS, ()))
+        self.account_devices: Mapping[str, DeviceInfo] = {}
+
+    async def _async_update_data(self) -> EkmData:
+        try:
+            devices, gateways = await self._async_devices()
+            read_sets = await self.client.async_read_meters(list(devices)) if devices else {}
+        except EkmAuthError as err:
+            raise ConfigEntryAuthFailed(
+                translation_domain=DOMAIN, translation_key="invalid_auth"
+            ) from err
+        except EkmRateLimitError as err:
+            raise UpdateFailed(
+                translation_domain=DOMAIN,
+                translation_key="rate_limited",
+                retry_after=err.retry_after,
+            ) from err
+        except EkmError as err:
+            raise UpdateFailed(
+                translation_domain=DOMAIN,
+                translation_key="communication_error",
+                translation_placeholders={"error": str(err)},
+            ) from err
+        readings = [read_set.latest for read_set in read_sets.values() if read_set.latest]
+        data = self.build_data(readings, devices=devices, gateways=gateways)
+        # The Realtime API also tells which gateway each meter reports through.
+        linked = {
+            a: replace(d, gateway_mac=read_sets[a].gateway_mac)
+            for a, d in data.devices.items()
+            if d.gateway_mac is None and a in read_sets and read_sets[a].gateway_mac
+        }
+        return replace(data, devices={**data.devices, **linked}) if linked else data
+
+    async def _async_devices(
+        self,
+    ) -> tuple[Mapping[str, DeviceInfo], Mapping[str, GatewayInfo]]:
+        """The included devices, from the account (re-read every so often)."""
+        now = dt_util.utcnow()
+        if self._account_read_at is None or now - self._account_read_at >= ACCOUNT_REFRESH_INTERVAL:
+            try:
+                account = await self.client.async_get_account()
+            except EkmAuthError:
+                raise
+            except EkmError as err:
+                if self._account_read_at is None:
+                    raise
+                LOGGER.debug("Keeping the known meters; account refresh failed: %s", err)
+            else:
+                self._account_read_at = now
+                self.account_devices = {d.address: d for d in account.devices}
+                gateways = {gw.mac: gw for gw in account.gateways}
+                return self._included(), gateways
+        return self._included(), self.data.gateways
+
+    def _included(self) -> dict[str, DeviceInfo]:
+        return {a: d for a, d in self.account_devices.items() if a not in self.excluded}

@@ -1,0 +1,71 @@
+"""Diagnostics: settings, devices and the newest reading of each meter, secrets redacted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeassistant.components.diagnostics import async_redact_data
+from homeassistant.const import CONF_API_KEY, CONF_PASSWORD
+from homeassistant.core import HomeAssistant
+
+from . import EkmConfigEntry
+from .pyekm.redact import redact_text
+
+TO_REDACT = {CONF_API_KEY, CONF_PASSWORD, "key", "gateway_keys", "token", "passwords"}
+
+
+async def async_get_config_entry_diagnostics(
+    hass: HomeAssistant, entry: EkmConfigEntry
+) -> dict[str, Any]:
+    """Diagnostics for a config entry."""
+    coordinator = entry.runtime_data.coordinator
+    client = entry.runtime_data.client
+    data = coordinator.data
+    result = {
+        "entry": {
+            "title": entry.title,
+            "data": async_redact_data(dict(entry.data), TO_REDACT),
+            "options": async_redact_data(dict(entry.options), TO_REDACT),
+        },
+        "server": client.server,
+        "requests": client.requests,
+        "last_update_success": coordinator.last_update_success,
+        "update_interval_s": (
+            coordinator.update_interval.total_seconds() if coordinator.update_interval else None
+        ),
+        "gateways": {
+            mac: {"name": gw.name, "meters": list(gw.meters)} for mac, gw in data.gateways.items()
+        },
+        "devices": {
+            address: {
+                "kind": str(info.kind),
+                "gateway": info.gateway_mac,
+                "stale": address in data.stale,
+                "reading": (
+                    {
+                        "timestamp_ms": reading.timestamp_ms,
+                        "source": str(reading.source),
+                        "protocol": reading.protocol,
+                        "values": dict(reading.values),
+                    }
+                    if (reading := data.readings.get(address))
+                    else None
+                ),
+            }
+            for address, info in data.devices.items()
+        },
+    }
+    # Belt and braces: no secret of this entry may appear anywhere in the output.
+    secrets = [str(v) for k, v in entry.data.items() if k in TO_REDACT and isinstance(v, str)]
+    scrubbed: dict[str, Any] = _scrub(result, secrets)
+    return scrubbed
+
+
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, secrets) for v in value]
+    if isinstance(value, str):
+        return redact_text(value, secrets)
+    return value
