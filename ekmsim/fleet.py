@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections import deque
 from collections.abc import Callable, Iterable
+import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 import logging
@@ -688,6 +690,17 @@ class Fleet:
         return sorted(self.meters)
 
 
+async def run_ticker(
+    fleet: Fleet, period_s: float = 1.0, stop: asyncio.Event | None = None
+) -> None:
+    """Advance the fleet to its clock every ``period_s`` until ``stop`` is set."""
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
+        fleet.advance_to()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), period_s)
+
+
 _ZONES: dict[str, tzinfo] = {}
 
 
@@ -711,4 +724,7 @@ __all__ = [
     "SimClock",
     "SimGateway",
     "SimMeter",
+    "gateway_key",
+    "meter_time_text",
+    "run_ticker",
 ]

@@ -1,0 +1,683 @@
+"""Simulated EKM Push cloud: Account API and Realtime ``readMeter`` on one port."""
+
+# The shapes follow shared/docs/ekm-cloud-api.md §2, §5 and §8. Faults (latency, HTTP
+# errors, malformed bodies, rate limits, bad reads) are changed at runtime through
+# ``CloudSimulator.faults`` or over HTTP under ``/_sim/`` (see ADMIN_HELP).
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping
+import contextlib
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime, tzinfo
+import json
+import math
+import random
+import time
+from typing import Any, Final, Self
+import zlib
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from aiohttp import web
+
+from .fleet import Fleet, Read, SimMeter
+
+type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MAX_COUNT: Final = 1000
+ALWAYS_FIELDS: Final = ("Good", "Date", "Time", "Time_Stamp_UTC_ms")
+READ_METER_PARAMS: Final = frozenset(
+    {"key", "meters", "fmt", "format", "cnt", "count", "fields", "since", "until",
+     "timezone", "tz", "ver", "status", "start_date", "end_date"}
+)  # fmt: skip
+MALFORMED_KINDS: Final = ("not_json", "truncated", "wrong_shape", "readset_not_list", "empty")
+ERROR_STATUSES: Final = (400, 401, 403, 404, 429, 500, 502, 503, 504)
+
+# --- EKM status codes ----------------------------------------------------------------------
+# EKM documents the codes 1000-1300 and their messages but not the JSON that carries them
+# (ekm-cloud-api.md §8.1). This simulator's guess lives here and nowhere else.
+STATUS_HTTP: Final[Mapping[int, int]] = {
+    1000: 200, 1001: 200, 1002: 200, 1003: 200, 1004: 400,
+    1100: 400, 1101: 400, 1102: 400, 1103: 400, 1200: 400, 1300: 500,
+}  # fmt: skip
+STATUS_MESSAGES: Final[Mapping[int, str]] = {
+    1000: "There is not data for: {meters}",
+    1001: "There is not data for: {meters} between {start} and {end}",
+    1002: "There is not data for: {meters} This meter first reported on: {first}",
+    1003: "There is not data for: {meters} This meter last reported on: {last}",
+    1004: "Timezone is not supported for this date range request",
+    1100: "All invalid query requests",
+    1101: "Invalid format",
+    1102: "Invalid value",
+    1103: "Invalid parameter",
+    1200: "Found invalid meter: {meter} for key: {key}",
+    1300: (
+        "Oops! It looks like there was an unexpected error. Try checking your query for "
+        "issues or hold tight while we see what we can do. This error has been reported."
+    ),
+}
+
+
+def status_response(code: int, **details: str) -> web.Response:
+    """Build EKM's status-code answer (the one place that knows its envelope)."""
+    message = STATUS_MESSAGES[code]
+    with contextlib.suppress(KeyError):
+        message = message.format(**details)
+    return web.json_response(
+        {"status_code": code, "message": message}, status=STATUS_HTTP.get(code, 400)
+    )
+
+
+def error_response(status: int, retry_after: str | None = None) -> web.Response:
+    """Build a plain HTTP error as a real server (or a proxy in front of it) sends it."""
+    headers = {"Retry-After": retry_after} if status == 429 and retry_after else None
+    if status == 401:
+        return web.json_response({"error": "Unauthorized - key required"}, status=401)
+    if status == 403:
+        return web.json_response({"error": "Unauthorized - invalid key"}, status=403)
+    if status == 429:
+        return web.json_response({"error": "Too Many Requests"}, status=429, headers=headers)
+    if status == 404:
+        return web.json_response({"error": "Not Found"}, status=404)
+    if status == 400:
+        return web.json_response({"error": "Bad Request"}, status=400)
+    return web.Response(
+        status=status,
+        text=f"<html><body><h1>{status} Server Error</h1></body></html>",
+        content_type="text/html",
+    )
+
+
+class _BadParam(Exception):
+    """A query parameter was rejected with an EKM status code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass(kw_only=True)
+class Faults:
+    """Fault knobs; change them at any time (Python or ``POST /_sim/faults``)."""
+
+    latency_s: float = 0.0  # delay before every API answer
+    error_rates: dict[int, float] = field(default_factory=dict)  # HTTP status -> probability
+    fail_next: list[int] = field(default_factory=list)  # statuses for the next requests
+    retry_after: str | None = "30"  # Retry-After of injected 429s: seconds or an HTTP-date
+    malformed: str | None = None  # one of MALFORMED_KINDS
+    malformed_rate: float = 1.0
+    force_status: int | None = None  # answer every readMeter with this EKM status code
+    bad_read_rate: float = 0.0  # share of reads served as Good: 0 with PERR.NR
+    numbers_as_json: bool = False  # serve measurements as JSON numbers, not strings
+    extra_fields: dict[str, Any] = field(default_factory=dict)  # added to every good read
+    deep_meter_lists: bool = True  # deep account answers include each gateway's meters
+    rate_limit: int | None = None  # API requests allowed per key per rate_window_s
+    rate_window_s: float = 60.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the knobs as JSON-able data."""
+        data = asdict(self)
+        data["error_rates"] = {str(k): v for k, v in self.error_rates.items()}
+        return data
+
+    def update(self, changes: Mapping[str, Any]) -> None:
+        """Apply a partial update (from JSON); raises ValueError for a bad knob."""
+        names = {f.name for f in fields(self)}
+        for name, value in changes.items():
+            if name not in names:
+                raise ValueError(f"Unknown fault {name!r}")
+            if name == "error_rates":
+                rates = {int(k): float(v) for k, v in dict(value).items()}
+                if any(k not in ERROR_STATUSES or not 0 <= v <= 1 for k, v in rates.items()):
+                    raise ValueError(f"error_rates: statuses {ERROR_STATUSES}, rates 0..1")
+                value = rates  # noqa: PLW2901
+            elif name == "fail_next":
+                statuses = [int(v) for v in value]
+                if any(v not in ERROR_STATUSES for v in statuses):
+                    raise ValueError(f"fail_next: statuses {ERROR_STATUSES}")
+                value = statuses  # noqa: PLW2901
+            elif name == "malformed" and value is not None and value not in MALFORMED_KINDS:
+                raise ValueError(f"malformed: one of {MALFORMED_KINDS} or null")
+            elif name == "force_status" and value is not None and value not in STATUS_HTTP:
+                raise ValueError(f"force_status: one of {sorted(STATUS_HTTP)} or null")
+            setattr(self, name, value)
+        if "seed" in changes:
+            self.rng = random.Random(self.seed)
+
+    def reset(self) -> None:
+        """Back to a healthy server."""
+        self.update(asdict(Faults()))
+
+
+class CloudSimulator:
+    """The EKM cloud over real HTTP; ``await start()`` returns its base URL."""
+
+    def __init__(self, fleet: Fleet | None = None, *, faults: Faults | None = None) -> None:
+        self.fleet = fleet if fleet is not None else Fleet.demo()
+        self.faults = faults if faults is not None else Faults()
+        self.requests: Counter[str] = Counter()  # API requests per endpoint
+        # (endpoint, query without the key) of recent API requests, oldest first.
+        self.request_log: deque[tuple[str, dict[str, str]]] = deque(maxlen=1000)
+        self.url: str | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
+        self._windows: dict[str, tuple[float, int]] = {}
+        self.app = self._build_app()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on host:port (0 = any free port); returns the base URL."""
+        self._stopping = asyncio.Event()
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runner = runner
+        bound = runner.addresses[0]
+        self.url = f"http://{host}:{bound[1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        """Stop serving (pending slow answers are released at once)."""
+        self._stopping.set()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def reset_counts(self) -> None:
+        """Forget the request counts and log."""
+        self.requests.clear()
+        self.request_log.clear()
+
+    # --- app ---------------------------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        app = web.Application()
+        api: list[tuple[str, str, Handler]] = [
+            ("/readMeter", "readMeter", self._read_meter),
+            ("/readmeter", "readMeter", self._read_meter),
+            ("/account/api/account", "account", self._account),
+            ("/account/api/gateway", "gateway", self._gateway),
+        ]
+        for path, name, handler in api:
+            app.router.add_get(path, self._api(name, handler))
+        app.router.add_get("/_sim/state", self._admin_state)
+        app.router.add_get("/_sim/faults", self._admin_faults)
+        app.router.add_post("/_sim/faults", self._admin_faults)
+        app.router.add_delete("/_sim/faults", self._admin_faults)
+        app.router.add_get("/_sim/requests", self._admin_requests)
+        app.router.add_delete("/_sim/requests", self._admin_requests)
+        app.router.add_post("/_sim/keys/revoke", self._admin_keys)
+        app.router.add_post("/_sim/keys/restore", self._admin_keys)
+        app.router.add_get("/_sim/meters", self._admin_meters)
+        app.router.add_post("/_sim/meters/{address}", self._admin_meter)
+        app.router.add_post("/_sim/advance", self._admin_advance)
+        return app
+
+    def _api(self, name: str, handler: Handler) -> Handler:
+        """Wrap an API handler with counting and fault injection."""
+
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            self.requests[name] += 1
+            self.request_log.append((name, {k: v for k, v in request.query.items() if k != "key"}))
+            faults = self.faults
+            if faults.latency_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), faults.latency_s)
+            if faults.fail_next:
+                return error_response(faults.fail_next.pop(0), faults.retry_after)
+            for status, rate in faults.error_rates.items():
+                if rate > 0 and faults.rng.random() < rate:
+                    return error_response(status, faults.retry_after)
+            limited = self._rate_limited(request.query.get("key", ""))
+            if limited is not None:
+                return error_response(429, str(limited))
+            response = await handler(request)
+            if (
+                faults.malformed is not None
+                and isinstance(response, web.Response)
+                and response.status == 200
+                and faults.rng.random() < faults.malformed_rate
+            ):
+                return _malform(faults.malformed, response)
+            return response
+
+        return wrapped
+
+    def _rate_limited(self, key: str) -> int | None:
+        """Seconds to wait if the key is over its limit, else None (and count it)."""
+        limit = self.faults.rate_limit
+        if limit is None:
+            return None
+        now = time.monotonic()
+        start, count = self._windows.get(key, (now, 0))
+        if now - start >= self.faults.rate_window_s:
+            start, count = now, 0
+        if count >= limit:
+            return max(1, math.ceil(self.faults.rate_window_s - (now - start)))
+        self._windows[key] = (start, count + 1)
+        return None
+
+    def _auth(self, key: str) -> web.Response | None:
+        if not key:
+            return error_response(401)
+        if self.fleet.key_type(key) is None:
+            return error_response(403)
+        return None
+
+    # --- Account API -------------------------------------------------------------------------
+
+    async def _account(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        key = query.get("key", "")
+        if (denied := self._auth(key)) is not None:
+            return denied
+        fleet = self.fleet
+        deep = _truthy(query.get("deep"))
+        gateways = []
+        for gw in fleet.gateways_for_key(key):
+            item: dict[str, Any] = {"mac_address": gw.mac}
+            if deep:
+                item["name"] = gw.name
+                if self.faults.deep_meter_lists:
+                    item["meters"] = [{"address": a} for a in gw.meters]
+            gateways.append(item)
+        body = {
+            "key": key,
+            "key_type": fleet.key_type(key),
+            "host": fleet.host,
+            "gateways": gateways,
+            "meters": [{"address": a} for a in fleet.meters_for_key(key) or ()],
+            "metersets": [],
+        }
+        return _json(body, query.get("indent"))
+
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        key = query.get("key", "")
+        if (denied := self._auth(key)) is not None:
+            return denied
+        visible = {gw.mac: gw for gw in self.fleet.gateways_for_key(key)}
+        ids = [i.lower() for raw in query.getall("id", []) for i in raw.split("~") if i]
+        if any(i not in visible for i in ids):
+            return status_response(1102)
+        chosen = [visible[i] for i in ids] if ids else list(visible.values())
+        body = {
+            "gateways": [
+                {
+                    "mac_address": gw.mac,
+                    "name": gw.name,
+                    "meters": [{"address": a} for a in gw.meters],
+                }
+                for gw in chosen
+            ]
+        }
+        return _json(body, query.get("indent"))
+
+    # --- Realtime API ------------------------------------------------------------------------
+
+    async def _read_meter(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        key = query.get("key", "")
+        if (denied := self._auth(key)) is not None:
+            return denied
+        try:
+            params = _parse_read_query(query, self.fleet.timezone)
+        except _BadParam as err:
+            return status_response(err.code)
+        count, since, until, zone, ver = (
+            params.count,
+            params.since,
+            params.until,
+            params.zone,
+            params.ver,
+        )
+        wanted_fields, meters = params.fields, params.meters
+
+        fleet = self.fleet
+        fleet.advance_to()
+        visible = fleet.meters_for_key(key) or []
+        if meters is None:
+            meters = visible
+        else:
+            allowed = set(visible)
+            for address in meters:
+                if address not in allowed:
+                    return status_response(1200, meter=address, key=key)
+        if self.faults.force_status is not None:
+            return status_response(self.faults.force_status, meters="~".join(meters))
+        good_only = query.get("status", "").lower() == "good"
+        now = fleet.clock.now()
+        offset = zone.utcoffset(datetime.fromtimestamp(now, UTC))
+        render = _Renderer(self.faults, zone, fleet.timezone, wanted_fields)
+        read_sets = []
+        for address in meters:
+            meter = fleet.meters[address]
+            wire_protocol = "v3" if meter.protocol == "v3" else "v4"
+            if ver is not None and wire_protocol != ver:
+                continue
+            reads = [
+                r
+                for r in fleet.history(address)
+                if (since is None or int(r["Time_Stamp_UTC_ms"]) > since)
+                and (until is None or int(r["Time_Stamp_UTC_ms"]) <= until)
+            ]
+            data = [render.read(meter, r) for r in reads]
+            if good_only:
+                data = [r for r in data if r["Good"] == 1]
+            data = data[-min(count, MAX_COUNT) :]
+            if not data:
+                continue
+            good = sum(1 for r in data if r["Good"] == 1)
+            read_sets.append(
+                {
+                    "Meter": address,
+                    "Group": 0,
+                    "Interval": fleet.interval_s,
+                    "Protocol": wire_protocol,
+                    "MAC_Addr": meter.gateway_mac or "",
+                    "Tz_Offset_Sec": int(offset.total_seconds()) if offset else 0,
+                    "Bad_Reads": len(data) - good,
+                    "Good_Reads": good,
+                    "Credits": 1000,
+                    "ReadData": data,
+                }
+            )
+        if not read_sets:
+            return status_response(1000, meters="~".join(meters))
+        return _json({"readMeter": {"ReadSet": read_sets}}, None)
+
+    # --- admin -------------------------------------------------------------------------------
+
+    async def _admin_state(self, request: web.Request) -> web.StreamResponse:
+        fleet = self.fleet
+        return web.json_response(
+            {
+                "now": fleet.clock.now(),
+                "interval_s": fleet.interval_s,
+                "faults": self.faults.to_json(),
+                "requests": dict(self.requests),
+                "gateways": [
+                    {"mac": gw.mac, "name": gw.name, "meters": gw.meters}
+                    for gw in fleet.gateways.values()
+                ],
+                "meters": [_meter_json(m) for m in fleet.meters.values()],
+            }
+        )
+
+    async def _admin_faults(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "DELETE":
+            self.faults.reset()
+        elif request.method == "POST":
+            try:
+                changes = await request.json()
+                if not isinstance(changes, dict):
+                    raise TypeError("expected a JSON object")  # noqa: TRY301
+                self.faults.update(changes)
+            except (ValueError, TypeError) as err:
+                return web.json_response({"error": str(err)}, status=400)
+        return web.json_response(self.faults.to_json())
+
+    async def _admin_requests(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "DELETE":
+            self.reset_counts()
+        return web.json_response(
+            {"counts": dict(self.requests), "total": sum(self.requests.values())}
+        )
+
+    async def _admin_keys(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_body(request)
+        key = body.get("key")
+        if not isinstance(key, str) or not key:
+            return web.json_response({"error": "expected {'key': ...}"}, status=400)
+        if request.path.endswith("/revoke"):
+            self.fleet.revoke(key)
+        else:
+            self.fleet.restore(key)
+        return web.json_response({"revoked": key in self.fleet.revoked_keys})
+
+    async def _admin_meters(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response([_meter_json(m) for m in self.fleet.meters.values()])
+
+    async def _admin_meter(self, request: web.Request) -> web.StreamResponse:
+        meter = self.fleet.meters.get(request.match_info["address"].zfill(12))
+        if meter is None:
+            return web.json_response({"error": "unknown meter"}, status=404)
+        body = await _json_body(request)
+        for name in ("responsive", "solar"):
+            if isinstance(body.get(name), bool):
+                setattr(meter, name, body[name])
+        relays = body.get("relays")
+        if isinstance(relays, list) and len(relays) == 2 and meter.supports_relays:
+            meter.relays = [bool(r) for r in relays]
+        return web.json_response(_meter_json(meter))
+
+    async def _admin_advance(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_body(request)
+        seconds = body.get("seconds", self.fleet.interval_s)
+        if not isinstance(seconds, int | float) or seconds < 0:
+            return web.json_response({"error": "seconds >= 0"}, status=400)
+        reads = self.fleet.advance(float(seconds))
+        return web.json_response({"now": self.fleet.clock.now(), "reads": len(reads)})
+
+
+ADMIN_HELP: Final = """\
+GET  /_sim/state                      clock, faults, request counts, gateways, meters
+GET|POST|DELETE /_sim/faults          read / update (partial JSON) / reset the fault knobs
+GET|DELETE /_sim/requests             API request counts per endpoint / reset them
+POST /_sim/keys/revoke {"key": K}     make a key invalid (403); /_sim/keys/restore undoes it
+GET  /_sim/meters                     meter summaries
+POST /_sim/meters/<address> {...}     set "responsive" (false = stale), "solar", "relays"
+POST /_sim/advance {"seconds": S}     move the simulated clock and generate reads
+"""
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+class _Renderer:
+    """Turn stored (normalized) reads into the cloud's wire form."""
+
+    _ONE_DECIMAL: Final = frozenset(
+        {*(f"RMS_Volts_Ln_{n}" for n in (1, 2, 3)), *(f"Amps_Ln_{n}" for n in (1, 2, 3)),
+         "RMS_Watts_Max_Demand"}
+    )  # fmt: skip
+    _AS_INT: Final = frozenset({"Good", "Time_Stamp_UTC_ms", "Good_Reads_Ratio"})
+
+    def __init__(self, faults: Faults, zone: tzinfo, stored_zone: str, wanted: list[str]) -> None:
+        self._faults = faults
+        self._zone = zone
+        self._same_zone = getattr(zone, "key", "UTC") == stored_zone.replace("~", "/")
+        self._wanted = wanted
+        self._stamps: dict[int, tuple[str, str]] = {}
+
+    def _date_time(self, read: Read) -> tuple[str, str]:
+        if self._same_zone:
+            return str(read["Date"]), str(read["Time"])
+        stamp = int(read["Time_Stamp_UTC_ms"])
+        cached = self._stamps.get(stamp)
+        if cached is None:
+            local = datetime.fromtimestamp(stamp / 1000, self._zone)
+            cached = self._stamps[stamp] = (f"{local:%Y-%m-%d}", f"{local:%H:%M:%S}")
+        return cached
+
+    def read(self, meter: SimMeter, read: Read) -> dict[str, Any]:
+        faults = self._faults
+        stamp = int(read["Time_Stamp_UTC_ms"])
+        date, clock = self._date_time(read)
+        out: dict[str, Any] = {"Good": 1, "Date": date, "Time": clock, "Time_Stamp_UTC_ms": stamp}
+        if faults.bad_read_rate > 0:
+            mark = zlib.crc32(f"{meter.address}:{stamp}".encode()) / 2**32
+            if mark < faults.bad_read_rate:
+                out["Good"] = 0
+                out["PERR.NR"] = "1"
+                return out
+        extra: dict[str, Any] = {
+            "Good_Reads_Ratio": 100,
+            "Read_Attempts": "1",
+            "PERR.NR": "0",
+            "PERR.RXP": "0",
+        }
+        names: list[str] = self._wanted or [*read, *extra, *faults.extra_fields]
+        kwh_decimals = meter.kwh_decimals
+        as_numbers = faults.numbers_as_json
+        for name in names:
+            if name in ALWAYS_FIELDS:
+                continue
+            if name in faults.extra_fields:
+                out[name] = faults.extra_fields[name]
+                continue
+            value = read.get(name, extra.get(name))
+            if value is None:
+                continue
+            if isinstance(value, str) or as_numbers or name in self._AS_INT:
+                out[name] = value
+            elif isinstance(value, int):
+                out[name] = str(value)
+            elif "kWh" in name or name == "Reactive_Energy_Tot":
+                out[name] = f"{value:.{kwh_decimals}f}"
+            elif name in self._ONE_DECIMAL:
+                out[name] = f"{value:.1f}"
+            elif name == "Line_Freq":
+                out[name] = f"{value:.2f}"
+            else:
+                out[name] = repr(value)
+        return out
+
+
+def _malform(kind: str, response: web.Response) -> web.Response:
+    body = response.body if isinstance(response.body, bytes) else b"{}"
+    match kind:
+        case "not_json":
+            return web.Response(
+                text="<html><body>Service temporarily unavailable</body></html>",
+                content_type="text/html",
+            )
+        case "truncated":
+            return web.Response(body=body[: len(body) // 2], content_type="application/json")
+        case "wrong_shape":
+            return web.json_response(["unexpected", "shape"])
+        case "readset_not_list":
+            return web.json_response({"readMeter": {"ReadSet": {"not": "a list"}}})
+    return web.Response(body=b"", content_type="application/json")
+
+
+def _json(body: Any, indent: str | None) -> web.Response:
+    spaces = int(indent) if indent and indent.isdigit() else None
+    text = json.dumps(body, indent=spaces, separators=None if spaces else (",", ":"))
+    return web.Response(text=text, content_type="application/json")
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _meter_json(meter: SimMeter) -> dict[str, Any]:
+    return {
+        "address": meter.address,
+        "protocol": meter.protocol,
+        "model": meter.model,
+        "gateway": meter.gateway_mac,
+        "responsive": meter.responsive,
+        "solar": meter.solar,
+        "relays": meter.relays,
+    }
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadQuery:
+    count: int
+    since: int | None
+    until: int | None
+    zone: tzinfo
+    ver: str | None
+    fields: list[str]
+    meters: list[str] | None
+
+
+def _parse_read_query(query: Mapping[str, str], default_zone: str) -> _ReadQuery:
+    """Validate readMeter's query; raises _BadParam with EKM's status code."""
+    if any(name not in READ_METER_PARAMS for name in query):
+        raise _BadParam(1103)
+    if query.get("fmt", query.get("format", "json")).lower() != "json":
+        raise _BadParam(1101)
+    count = _int_param(query.get("cnt", query.get("count", "1")))
+    if count < 1:
+        raise _BadParam(1102)
+    ver = query.get("ver", "").lower() or None
+    if ver not in (None, "v3", "v4"):
+        raise _BadParam(1102)
+    return _ReadQuery(
+        count=min(count, MAX_COUNT),
+        since=_int_param(query["since"]) if "since" in query else None,
+        until=_int_param(query["until"]) if "until" in query else None,
+        zone=_zone_param(query.get("timezone", query.get("tz")), default_zone),
+        ver=ver,
+        fields=[f for f in query.get("fields", "").split("~") if f],
+        meters=_meters_param(query.get("meters")),
+    )
+
+
+def _int_param(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise _BadParam(1102) from None
+
+
+def _meters_param(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    meters: list[str] = []
+    for part in (p.strip() for p in text.split("~")):
+        if not part:
+            continue
+        if not part.isdigit() or len(part) > 12:
+            raise _BadParam(1102)
+        meters.append(part.zfill(12))
+    if not meters:
+        raise _BadParam(1102)
+    return list(dict.fromkeys(meters))
+
+
+def _zone_param(text: str | None, default: str) -> tzinfo:
+    name = (text or default).replace("~", "/")
+    if name.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except ZoneInfoNotFoundError, ValueError:
+        raise _BadParam(1102) from None
+
+
+__all__ = [
+    "ADMIN_HELP",
+    "MALFORMED_KINDS",
+    "STATUS_HTTP",
+    "CloudSimulator",
+    "Faults",
+    "error_response",
+    "status_response",
+]
