@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+import functools
 import logging
 import math
 import random
@@ -76,6 +77,19 @@ _DIRECTION_CODES: Final = {
     "FFF": 1, "FFR": 2, "FRF": 3, "RFF": 4, "FRR": 5, "RFR": 6, "RRF": 7, "RRR": 8
 }  # fmt: skip
 _MAX_STEP_S: Final = 300.0  # integration sub-step
+_VOLTS: Final = tuple(f"RMS_Volts_Ln_{n}" for n in _LN)
+_AMPS: Final = tuple(f"Amps_Ln_{n}" for n in _LN)
+_WATTS: Final = tuple(f"RMS_Watts_Ln_{n}" for n in _LN)
+_COS: Final = tuple(f"Cos_Theta_Ln_{n}" for n in _LN)
+_PF: Final = tuple(f"Power_Factor_Ln_{n}" for n in _LN)
+_VAR: Final = tuple(f"Reactive_Pwr_Ln_{n}" for n in _LN)
+_PULSES: Final = tuple(f"Pulse_Cnt_{n}" for n in _LN)
+_PULSE_RATIOS: Final = tuple(f"Pulse_Ratio_{n}" for n in _LN)
+_KWH_LN: Final = tuple(f"kWh_Ln_{n}" for n in _LN)
+_REV_KWH_LN: Final = tuple(f"Rev_kWh_Ln_{n}" for n in _LN)
+_STATUS: Final = tuple(f"Meter_Status_Code_{c}" for c in "ABC")
+_TARIFF: Final = tuple(f"kWh_Tariff_{t}" for t in (1, 2, 3, 4))
+_REV_TARIFF: Final = tuple(f"Rev_kWh_Tariff_{t}" for t in (1, 2, 3, 4))
 
 
 def gateway_key(gateway_id: int, secret: str) -> str:
@@ -85,7 +99,12 @@ def gateway_key(gateway_id: int, secret: str) -> str:
 
 def meter_time_text(epoch: float, utc_offset_s: float) -> str:
     """Format the meter clock ``YYMMDDWWhhmmss`` (WW: 01 = Sunday ... 07 = Saturday)."""
-    local = datetime.fromtimestamp(epoch + utc_offset_s, UTC)
+    return _meter_time_text(int(epoch + utc_offset_s))
+
+
+@functools.lru_cache(maxsize=256)
+def _meter_time_text(local_epoch: int) -> str:
+    local = datetime.fromtimestamp(local_epoch, UTC)
     weekday = (local.weekday() + 1) % 7 + 1
     return f"{local:%y%m%d}{weekday:02d}{local:%H%M%S}"
 
@@ -295,75 +314,70 @@ class SimMeter:
         if now is None:
             now = self._now()
         self._integrate(now)
-        rng = self._rng
+        rnd = self._rng.random
         digits = self.kwh_decimals
         unit = 10.0**digits
+        floor = math.floor
 
         def kwh(value: float) -> float:
-            return round(math.floor(value * unit + 1e-9) / unit, digits)
+            return round(floor(value * unit + 1e-9) / unit, digits)
 
-        powers = [p * (1 + 0.04 * (rng.random() - 0.5)) for p in self.line_power(now)]
-        values: Read = {"Model": self.model, "Firmware": self.firmware}
         fwd, rev = self._fwd, self._rev
-        values["kWh_Tot"] = kwh(sum(fwd) + sum(rev))
-        values["Reactive_Energy_Tot"] = kwh(self._kvarh)
-        values["Rev_kWh_Tot"] = kwh(sum(rev))
-        for i, n in enumerate(_LN):
-            values[f"kWh_Ln_{n}"] = kwh(fwd[i] + rev[i])
-        for i, n in enumerate(_LN):
-            values[f"Rev_kWh_Ln_{n}"] = kwh(rev[i])
-        values["kWh_Rst"] = kwh(self._rst_fwd + self._rst_rev)
-        values["Rev_kWh_Rst"] = kwh(self._rst_rev)
-        shares = self._shares()
-        volts = [
-            round((120.0 if s else 0.0) + (rng.random() - 0.5) * 3 * bool(s), 1) for s in shares
-        ]
+        powers = [p * (0.98 + 0.04 * rnd()) for p in self.line_power(now)]
         watts = [round(abs(p)) for p in powers]
-        for i, n in enumerate(_LN):
-            values[f"RMS_Volts_Ln_{n}"] = volts[i]
-        for i, n in enumerate(_LN):
-            amps = watts[i] / (volts[i] * self.power_factor) if volts[i] else 0.0
-            values[f"Amps_Ln_{n}"] = round(amps, 1)
-        for i, n in enumerate(_LN):
-            values[f"RMS_Watts_Ln_{n}"] = watts[i]
-        values["RMS_Watts_Tot"] = sum(watts)
+        volts = [round(118.5 + 3 * rnd(), 1) if s else 0.0 for s in self._shares()]
         pf_code = round(self.power_factor * 100)
         codes = [pf_code if w else 200 for w in watts]  # an idle line reads C000
-        for i, n in enumerate(_LN):
-            values[f"Cos_Theta_Ln_{n}"] = _cos_theta(codes[i])
-        for i, n in enumerate(_LN):
-            values[f"Power_Factor_Ln_{n}"] = codes[i]
-        var = [round(w * self._tan_phi) for w in watts]
-        for i, n in enumerate(_LN):
-            values[f"Reactive_Pwr_Ln_{n}"] = var[i]
-        values["Reactive_Pwr_Tot"] = sum(var)
-        values["Line_Freq"] = round(60.0 + (rng.random() - 0.5) * 0.04, 2)
         pulses = [int(p) for p in self._pulses]
-        for i, n in enumerate(_LN):
-            values[f"Pulse_Cnt_{n}"] = pulses[i]
-        values["State_Inputs"] = sum(
-            (pulses[i] & 1) << (2 - i) for i in range(3)
-        )  # In1 low = bit 2
+        pf = self.power_factor
+        values: Read = {
+            "Model": self.model,
+            "Firmware": self.firmware,
+            "kWh_Tot": kwh(sum(fwd) + sum(rev)),
+            "Rev_kWh_Tot": kwh(sum(rev)),
+            "RMS_Watts_Tot": sum(watts),
+            "RMS_Watts_Max_Demand": round(self._max_demand, 1),
+            "Max_Demand_Period": self.max_demand_period,
+            "Meter_Time": meter_time_text(now + self.meter_time_offset, self.utc_offset_s),
+            "CT_Ratio": self.ct_ratio,
+            # Input levels follow the pulses: In1 low = bit 2, In2 = bit 1, In3 = bit 0.
+            "State_Inputs": (pulses[0] & 1) << 2 | (pulses[1] & 1) << 1 | (pulses[2] & 1),
+        }
+        for i in range(3):
+            values[_VOLTS[i]] = volts[i]
+            values[_AMPS[i]] = round(watts[i] / (volts[i] * pf), 1) if volts[i] else 0.0
+            values[_WATTS[i]] = watts[i]
+            values[_COS[i]] = _COS_TEXT[codes[i]]
+            values[_PF[i]] = codes[i]
+            values[_PULSES[i]] = pulses[i]
+            values[_PULSE_RATIOS[i]] = self.pulse_ratios[i]
+        for t in range(4):
+            values[_TARIFF[t]] = kwh(self._tariff_fwd[t] + self._tariff_rev[t])
+            values[_REV_TARIFF[t]] = kwh(self._tariff_rev[t])
+        if self.protocol == "v3":
+            values["kWh_Scale"] = 1
+            values["Meter_Status_Code"] = "00"
+            return values
+        var = [round(w * self._tan_phi) for w in watts]
+        for i in range(3):
+            values[_KWH_LN[i]] = kwh(fwd[i] + rev[i])
+            values[_REV_KWH_LN[i]] = kwh(rev[i])
+            values[_VAR[i]] = var[i]
+            values[_STATUS[i]] = "0"
         direction = "".join("R" if p < 0 and w else "F" for p, w in zip(powers, watts, strict=True))
-        values["State_Watts_Dir"] = _DIRECTION_CODES[direction]
-        values["State_Out"] = 1 + 2 * self.relays[0] + self.relays[1]
-        values["kWh_Scale"] = 1 if self.protocol == "v3" else self.kwh_scale
-        values["Meter_Time"] = meter_time_text(now + self.meter_time_offset, self.utc_offset_s)
-        for t in range(4):
-            values[f"kWh_Tariff_{t + 1}"] = kwh(self._tariff_fwd[t] + self._tariff_rev[t])
-        for t in range(4):
-            values[f"Rev_kWh_Tariff_{t + 1}"] = kwh(self._tariff_rev[t])
-        values["RMS_Watts_Max_Demand"] = round(self._max_demand, 1)
-        values["Max_Demand_Period"] = self.max_demand_period
-        for i, n in enumerate(_LN):
-            values[f"Pulse_Ratio_{n}"] = self.pulse_ratios[i]
-        values["CT_Ratio"] = self.ct_ratio
-        values["Max_Demand_Rst"] = self.max_demand_rst
-        values["CF_Ratio"] = self.cf_ratio
-        values["Meter_Status_Code"] = "00"
-        for status in "ABC":
-            values[f"Meter_Status_Code_{status}"] = "0"
-        return {name: values[name] for name in self.fields}
+        values |= {
+            "Reactive_Energy_Tot": kwh(self._kvarh),
+            "kWh_Rst": kwh(self._rst_fwd + self._rst_rev),
+            "Rev_kWh_Rst": kwh(self._rst_rev),
+            "Reactive_Pwr_Tot": sum(var),
+            "Line_Freq": round(59.98 + 0.04 * rnd(), 2),
+            "State_Watts_Dir": _DIRECTION_CODES[direction],
+            "State_Out": 1 + 2 * self.relays[0] + self.relays[1],
+            "kWh_Scale": self.kwh_scale,
+            "Max_Demand_Rst": self.max_demand_rst,
+            "CF_Ratio": self.cf_ratio,
+        }
+        return values
 
     # --- commands (RS-485 writes) -----------------------------------------------------------
 
@@ -439,6 +453,9 @@ def _cos_theta(code: int) -> str:
     if code > 100:
         return f"{(200 - code) / 100:.2f} C"
     return "1.00"
+
+
+_COS_TEXT: Final = {code: _cos_theta(code) for code in range(201)}
 
 
 @dataclass(eq=False, kw_only=True)
