@@ -71,8 +71,9 @@ def account_unique_id(key: str) -> str:
     (``MTAxMDoyMDIw`` is ``1010:2020``), so the id part survives a new key for the same
     account (reauth). A key that does not decode that way is identified by its hash.
     """
+    bare = key.rstrip("=")
     try:
-        decoded = base64.b64decode(key + "=" * (-len(key) % 4), validate=True).decode("ascii")
+        decoded = base64.b64decode(bare + "=" * (-len(bare) % 4), validate=True).decode("ascii")
     except binascii.Error, UnicodeDecodeError, ValueError:
         decoded = ""
     account_id, sep, secret = decoded.partition(":")

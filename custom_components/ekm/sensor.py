@@ -46,7 +46,7 @@ class EkmSensorEntityDescription(SensorEntityDescription):
 
     fields: tuple[str, ...]  # the first present field is used (others are fallbacks)
     value_fn: ValueFn | None = None  # default: the first present field's value
-    # Lifetime registers: a decrease or a 0 is bad data, shown as unavailable.
+    # Lifetime registers: a decrease (to 0 or otherwise) is bad data: unavailable.
     monotonic: bool = False
     attrs_fn: Callable[[MeterReading], Mapping[str, Any] | None] | None = None
 
@@ -93,13 +93,13 @@ def _enum_value(name: str) -> ValueFn:
 def _energy(
     key: str, field: str, *, enabled: bool = True, monotonic: bool = True, **kw: Any
 ) -> EkmSensorEntityDescription:
+    kw.setdefault("state_class", SensorStateClass.TOTAL_INCREASING)
     return EkmSensorEntityDescription(
         key=key,
         translation_key=key,
         fields=(field,),
         device_class=SensorDeviceClass.ENERGY,
         native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
-        state_class=SensorStateClass.TOTAL_INCREASING,
         suggested_display_precision=2,
         entity_registry_enabled_default=enabled,
         monotonic=monotonic,
@@ -423,8 +423,8 @@ class EkmSensor(EkmEntity, RestoreSensor, SensorEntity):
         value = self.entity_description.value(reading) if reading else None
         self._valid = value is not None
         if self.entity_description.monotonic and isinstance(value, int | float):
-            if value <= 0 or (self._highest is not None and value < self._highest):
-                self._valid = False  # bad data: never report a total going backwards
+            if self._highest is not None and value < self._highest:
+                self._valid = False  # bad data (a glitch to 0, say): never go backwards
             else:
                 self._highest = float(value)
         self._attr_native_value = value if self._valid else None

@@ -1,0 +1,197 @@
+"""Prepare the development Home Assistant started by scripts/develop.
+
+Idempotent: onboarding (user dev / dev), the EKM integration against the simulator,
+and the Energy dashboard with the simulated meters' sensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from typing import Any
+
+import aiohttp
+
+DEMO_ACCOUNT_KEY = "MTAxMDoyMDIw"
+USERNAME = PASSWORD = "dev"
+GRID_METER = "000000000099"  # the solar home: imports at night, exports by day
+DEVICE_METERS = ("000000010389", "000000010388", "000000015635", "000300000001")
+
+
+def log(message: str) -> None:
+    """Print a progress line."""
+    print(f"[develop] {message}", file=sys.stderr, flush=True)
+
+
+async def wait_for(session: aiohttp.ClientSession, url: str, timeout: float = 300) -> None:
+    """Wait until Home Assistant answers HTTP."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            async with session.get(f"{url}/api/onboarding") as response:
+                if response.status < 500:
+                    return
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit("Home Assistant did not start")
+        await asyncio.sleep(1)
+
+
+async def token(session: aiohttp.ClientSession, url: str) -> str:
+    """Onboard if needed and return an access token for dev / dev."""
+    client_id = f"{url}/"
+    async with session.get(f"{url}/api/onboarding") as response:
+        steps = {s["step"]: s["done"] for s in await response.json()}
+    if not steps.get("user"):
+        log("onboarding: creating user dev / dev")
+        async with session.post(
+            f"{url}/api/onboarding/users",
+            json={
+                "client_id": client_id,
+                "name": "Developer",
+                "username": USERNAME,
+                "password": PASSWORD,
+                "language": "en",
+            },
+        ) as response:
+            response.raise_for_status()
+            code = (await response.json())["auth_code"]
+    else:
+        async with session.post(
+            f"{url}/auth/login_flow",
+            json={
+                "client_id": client_id,
+                "handler": ["homeassistant", None],
+                "redirect_uri": client_id,
+            },
+        ) as response:
+            flow = await response.json()
+        async with session.post(
+            f"{url}/auth/login_flow/{flow['flow_id']}",
+            json={"client_id": client_id, "username": USERNAME, "password": PASSWORD},
+        ) as response:
+            code = (await response.json())["result"]
+    async with session.post(
+        f"{url}/auth/token",
+        data={"grant_type": "authorization_code", "code": code, "client_id": client_id},
+    ) as response:
+        response.raise_for_status()
+        access: str = (await response.json())["access_token"]
+    headers = {"Authorization": f"Bearer {access}"}
+    for step, body in (
+        ("core_config", {}),
+        ("analytics", {}),
+        ("integration", {"client_id": client_id, "redirect_uri": client_id}),
+    ):
+        if not steps.get(step):
+            async with session.post(
+                f"{url}/api/onboarding/{step}", json=body, headers=headers
+            ) as response:
+                if response.status >= 400 and response.status != 403:
+                    log(f"onboarding step {step}: HTTP {response.status}")
+    return access
+
+
+async def configure_ekm(session: aiohttp.ClientSession, url: str, sim: str, access: str) -> None:
+    """Add the EKM integration against the simulator, unless it is there already."""
+    headers = {"Authorization": f"Bearer {access}"}
+    async with session.get(
+        f"{url}/api/config/config_entries/entry", params={"domain": "ekm"}, headers=headers
+    ) as response:
+        if await response.json():
+            return
+    log(f"adding EKM Metering against the simulator at {sim}")
+    async with session.post(
+        f"{url}/api/config/config_entries/flow",
+        json={"handler": "ekm", "show_advanced_options": True},
+        headers=headers,
+    ) as response:
+        flow = await response.json()
+    async with session.post(
+        f"{url}/api/config/config_entries/flow/{flow['flow_id']}",
+        json={"api_key": DEMO_ACCOUNT_KEY, "advanced": {"server": sim}},
+        headers=headers,
+    ) as response:
+        result = await response.json()
+    if result.get("type") != "create_entry":
+        raise SystemExit(f"EKM config flow did not finish: {result.get('errors')}")
+
+
+async def configure_energy(session: aiohttp.ClientSession, url: str, access: str) -> None:
+    """Point the Energy dashboard at the simulated meters (once)."""
+    async with session.ws_connect(f"{url}/api/websocket") as ws:
+        await ws.receive_json()
+        await ws.send_json({"type": "auth", "access_token": access})
+        await ws.receive_json()
+        ids = iter(range(1, 1000))
+
+        async def call(message: dict[str, Any]) -> Any:
+            message_id = next(ids)
+            await ws.send_json({"id": message_id, **message})
+            while True:
+                answer = await ws.receive_json()
+                if answer.get("id") == message_id:
+                    return answer
+
+        prefs = await call({"type": "energy/get_prefs"})
+        if prefs.get("success") and prefs["result"].get("energy_sources"):
+            return
+        entities: dict[str, str] = {}
+        for _ in range(60):
+            registry = await call({"type": "config/entity_registry/list"})
+            entities = {
+                e["unique_id"]: e["entity_id"]
+                for e in registry["result"]
+                if e["platform"] == "ekm"
+            }
+            if any(uid.endswith(f"{GRID_METER}_energy_import") for uid in entities):
+                break
+            await asyncio.sleep(1)
+
+        def entity(address: str, key: str) -> str | None:
+            return next((e for uid, e in entities.items() if uid.endswith(f"_{address}_{key}")), None)
+
+        grid = {
+            "type": "grid",
+            "flow_from": [
+                {"stat_energy_from": entity(GRID_METER, "energy_import"), "stat_cost": None,
+                 "entity_energy_price": None, "number_energy_price": 0.15}
+            ],
+            "flow_to": [
+                {"stat_energy_to": entity(GRID_METER, "energy_export"), "stat_compensation": None,
+                 "entity_energy_price": None, "number_energy_price": 0.08}
+            ],
+            "cost_adjustment_day": 0,
+        }
+        devices = [
+            {"stat_consumption": e}
+            for a in DEVICE_METERS
+            if (e := entity(a, "energy_import")) is not None
+        ]
+        answer = await call(
+            {"type": "energy/save_prefs", "energy_sources": [grid], "device_consumption": devices}
+        )
+        if answer.get("success"):
+            log("Energy dashboard configured")
+        else:
+            log(f"Energy dashboard not configured: {answer.get('error')}")
+
+
+async def main() -> None:
+    """Run the bootstrap."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ha", required=True)
+    parser.add_argument("--sim", required=True)
+    args = parser.parse_args()
+    async with aiohttp.ClientSession() as session:
+        await wait_for(session, args.ha)
+        access = await token(session, args.ha)
+        await configure_ekm(session, args.ha, args.sim, access)
+        await configure_energy(session, args.ha, access)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,214 @@
+"""Config flow: every path a user can take, against the simulated EKM cloud."""
+
+from __future__ import annotations
+
+from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
+from homeassistant.const import CONF_API_KEY
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.ekm.config_flow import account_unique_id
+from custom_components.ekm.const import (
+    CONF_ADVANCED,
+    CONF_EXCLUDED_METERS,
+    CONF_METERS,
+    CONF_SCAN_INTERVAL,
+    CONF_SERVER,
+    CONF_STALE_THRESHOLD,
+    DOMAIN,
+)
+from ekmsim.cloud import CloudSimulator
+from ekmsim.fleet import DEMO_ACCOUNT_KEY, DEMO_GATEWAY_KEY, Fleet
+
+
+async def _start(hass: HomeAssistant) -> str:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "user"
+    return result["flow_id"]
+
+
+def _user_input(key: str, server: str) -> dict[str, object]:
+    return {CONF_API_KEY: key, CONF_ADVANCED: {CONF_SERVER: server}}
+
+
+async def test_user_flow_creates_entry(hass: HomeAssistant, cloud: CloudSimulator) -> None:
+    flow_id = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, _user_input(f" {DEMO_ACCOUNT_KEY} ", cloud.url + "/")
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == "EKM Push account 1010"
+    assert result["data"] == {CONF_API_KEY: DEMO_ACCOUNT_KEY, CONF_SERVER: cloud.url}
+    assert result["result"].unique_id == "1010"
+    await hass.async_block_till_done()
+    assert result["result"].state is ConfigEntryState.LOADED
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        ("bad_key", "invalid_auth"),
+        ("rate_limit", "rate_limited"),
+        ("server_error", "invalid_response"),
+        ("malformed", "invalid_response"),
+        ("no_devices", "no_devices"),
+    ],
+)
+async def test_user_flow_errors_then_recovers(
+    hass: HomeAssistant, cloud: CloudSimulator, fleet: Fleet, fault: str, error: str
+) -> None:
+    flow_id = await _start(hass)
+    key = DEMO_ACCOUNT_KEY
+    meters = dict(fleet.meters)
+    gateway_meters = {mac: list(gw.meters) for mac, gw in fleet.gateways.items()}
+    if fault == "bad_key":
+        key = "MTAxMDpub3BlIQ"  # 1010:nope!
+    elif fault == "rate_limit":
+        cloud.faults.error_rates = {429: 1.0}
+    elif fault == "server_error":
+        cloud.faults.error_rates = {500: 1.0}
+    elif fault == "malformed":
+        cloud.faults.malformed = "not_json"
+    elif fault == "no_devices":
+        fleet.meters.clear()
+        for gateway in fleet.gateways.values():
+            gateway.meters.clear()
+    result = await hass.config_entries.flow.async_configure(flow_id, _user_input(key, cloud.url))
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": error}
+
+    cloud.faults.reset()
+    fleet.meters.update(meters)
+    for mac, addresses in gateway_meters.items():
+        fleet.gateways[mac].meters[:] = addresses
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, _user_input(DEMO_ACCOUNT_KEY, cloud.url)
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_user_flow_cannot_connect(hass: HomeAssistant, unused_tcp_port: int) -> None:
+    flow_id = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, _user_input(DEMO_ACCOUNT_KEY, f"http://127.0.0.1:{unused_tcp_port}")
+    )
+    assert result["errors"] == {"base": "cannot_connect"}
+
+
+@pytest.mark.parametrize("server", ["ftp://example.com", "not a url", "http://"])
+async def test_user_flow_invalid_server(hass: HomeAssistant, server: str) -> None:
+    flow_id = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, _user_input(DEMO_ACCOUNT_KEY, server)
+    )
+    assert result["errors"] == {CONF_ADVANCED: "invalid_server"}
+
+
+async def test_user_flow_already_configured(
+    hass: HomeAssistant, cloud: CloudSimulator, entry: MockConfigEntry
+) -> None:
+    entry.add_to_hass(hass)
+    flow_id = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, _user_input(DEMO_ACCOUNT_KEY, cloud.url)
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+
+
+async def test_reauth(
+    hass: HomeAssistant, cloud: CloudSimulator, loaded_entry: MockConfigEntry, fleet: Fleet
+) -> None:
+    new_key = "MTAxMDpuZXdzZWNyZXQ"  # 1010:newsecret
+    result = await loaded_entry.start_reauth_flow(hass)
+    assert result["step_id"] == "reauth_confirm"
+
+    # A key the server does not know yet.
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_API_KEY: new_key}
+    )
+    assert result["errors"] == {"base": "invalid_auth"}
+
+    # A key of another account.
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_API_KEY: "OTk5OTpvdGhlcg"}  # 9999:other
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "wrong_account"
+
+    result = await loaded_entry.start_reauth_flow(hass)
+    fleet.account_key = new_key
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_API_KEY: new_key}
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reauth_successful"
+    assert loaded_entry.data[CONF_API_KEY] == new_key
+    await hass.async_block_till_done()
+    assert loaded_entry.state is ConfigEntryState.LOADED
+
+
+async def test_reconfigure(
+    hass: HomeAssistant, cloud: CloudSimulator, loaded_entry: MockConfigEntry
+) -> None:
+    result = await loaded_entry.start_reconfigure_flow(hass)
+    assert result["step_id"] == "reconfigure"
+
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], _user_input(DEMO_ACCOUNT_KEY, "gopher://x")
+    )
+    assert result["errors"] == {CONF_ADVANCED: "invalid_server"}
+
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], _user_input("MTAxMDpub3BlIQ", cloud.url)
+    )
+    assert result["errors"] == {"base": "invalid_auth"}
+
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], _user_input(DEMO_ACCOUNT_KEY, cloud.url + "/")
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+
+    result = await loaded_entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], _user_input("OTk5OTpvdGhlcg", cloud.url)
+    )
+    assert result["reason"] == "wrong_account"
+
+
+async def test_options(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry, fleet: Fleet
+) -> None:
+    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    assert result["type"] is FlowResultType.FORM
+    schema_keys = {str(k) for k in result["data_schema"].schema}
+    assert {CONF_SCAN_INTERVAL, CONF_STALE_THRESHOLD, CONF_METERS} <= schema_keys
+
+    keep = sorted(fleet.meters)[:-1]
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {CONF_SCAN_INTERVAL: 120, CONF_STALE_THRESHOLD: 900, CONF_METERS: keep},
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert loaded_entry.options == {
+        CONF_SCAN_INTERVAL: 120,
+        CONF_STALE_THRESHOLD: 900,
+        CONF_EXCLUDED_METERS: sorted(fleet.meters)[-1:],
+    }
+    await hass.async_block_till_done()
+    coordinator = loaded_entry.runtime_data.coordinator
+    assert coordinator.update_interval is not None
+    assert coordinator.update_interval.total_seconds() == 120
+    assert set(coordinator.data.devices) == set(keep)
+
+
+def test_account_unique_id() -> None:
+    assert account_unique_id(DEMO_ACCOUNT_KEY) == "1010"
+    assert account_unique_id("MTAxMDoyMDIw==") == "1010"
+    # Not base64 of "id:secret": a stable hash instead.
+    assert account_unique_id("not-base64!") == account_unique_id("not-base64!")
+    assert len(account_unique_id(DEMO_GATEWAY_KEY)) == 8  # "65269436"
