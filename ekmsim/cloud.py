@@ -32,7 +32,16 @@ READ_METER_PARAMS: Final = frozenset(
     {"key", "meters", "fmt", "format", "cnt", "count", "fields", "since", "until",
      "timezone", "tz", "ver", "status", "start_date", "end_date"}
 )  # fmt: skip
-MALFORMED_KINDS: Final = ("not_json", "truncated", "wrong_shape", "readset_not_list", "empty")
+MALFORMED_KINDS: Final = (
+    "not_json",  # an HTML page with HTTP 200
+    "truncated",  # the real answer cut in half
+    "wrong_shape",  # a JSON array
+    "readset_not_list",  # {"readMeter": {"ReadSet": {...}}}
+    "empty",  # no body at all
+    "error_body",  # {"error": "..."} with HTTP 200
+    "auth_error_body",  # {"status_code": 401, "error": "Invalid key"} with HTTP 200
+)
+ENDPOINTS: Final = ("readMeter", "account", "gateway")
 ERROR_STATUSES: Final = (400, 401, 403, 404, 429, 500, 502, 503, 504)
 
 # --- EKM status codes ----------------------------------------------------------------------
@@ -115,6 +124,8 @@ class Faults:
     deep_meter_lists: bool = True  # deep account answers include each gateway's meters
     rate_limit: int | None = None  # API requests allowed per key per rate_window_s
     rate_window_s: float = 60.0
+    only_endpoints: list[str] | None = None  # faults hit only these ENDPOINTS (None: all)
+    account_extra: dict[str, Any] = field(default_factory=dict)  # merged into account JSON
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -146,6 +157,12 @@ class Faults:
                 raise ValueError(f"malformed: one of {MALFORMED_KINDS} or null")
             elif name == "force_status" and value is not None and value not in STATUS_HTTP:
                 raise ValueError(f"force_status: one of {sorted(STATUS_HTTP)} or null")
+            elif (
+                name == "only_endpoints"
+                and value is not None
+                and (not isinstance(value, list) or any(v not in ENDPOINTS for v in value))
+            ):
+                raise ValueError(f"only_endpoints: a list of {ENDPOINTS} or null")
             setattr(self, name, value)
         if "seed" in changes:
             self.rng = random.Random(self.seed)
@@ -235,6 +252,8 @@ class CloudSimulator:
             self.requests[name] += 1
             self.request_log.append((name, {k: v for k, v in request.query.items() if k != "key"}))
             faults = self.faults
+            if faults.only_endpoints is not None and name not in faults.only_endpoints:
+                return await handler(request)
             if faults.latency_s > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), faults.latency_s)
@@ -303,7 +322,7 @@ class CloudSimulator:
             "gateways": gateways,
             "meters": [{"address": a} for a in fleet.meters_for_key(key) or ()],
             "metersets": [],
-        }
+        } | self.faults.account_extra
         return _json(body, query.get("indent"))
 
     async def _gateway(self, request: web.Request) -> web.StreamResponse:
@@ -573,6 +592,10 @@ def _malform(kind: str, response: web.Response) -> web.Response:
             return web.json_response(["unexpected", "shape"])
         case "readset_not_list":
             return web.json_response({"readMeter": {"ReadSet": {"not": "a list"}}})
+        case "error_body":
+            return web.json_response({"error": "Something went wrong"})
+        case "auth_error_body":
+            return web.json_response({"status_code": 401, "error": "Invalid key"})
     return web.Response(body=b"", content_type="application/json")
 
 
@@ -674,6 +697,7 @@ def _zone_param(text: str | None, default: str) -> tzinfo:
 
 __all__ = [
     "ADMIN_HELP",
+    "ENDPOINTS",
     "MALFORMED_KINDS",
     "STATUS_HTTP",
     "CloudSimulator",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 import json
 import logging
 from typing import Any, Final
@@ -224,15 +224,19 @@ class EkmCloudClient:
                 "The EKM server rejected the key"
             )
         if isinstance(data, Mapping):
-            self._raise_for_body_error(data)
+            self._raise_for_body_error(data, http_error=status >= 400)
         if status >= 400:
             raise EkmServerError(status)
         if data is _NOT_JSON:
             raise EkmResponseError("The EKM server answered with something other than JSON")
         return data
 
-    def _raise_for_body_error(self, data: Mapping[str, Any]) -> None:
-        """Raise for EKM's error envelopes (shape unknown, so several are accepted)."""
+    def _raise_for_body_error(self, data: Mapping[str, Any], *, http_error: bool = False) -> None:
+        """Raise for EKM's error envelopes (shape unknown, so several are accepted).
+
+        With ``http_error`` (an HTTP 4xx/5xx answer) a generic ``error`` body is left to
+        the caller, which raises by the HTTP status.
+        """
         code = None
         for name in ("status_code", "code", "status", "error_code"):
             number = to_number(data.get(name))
@@ -246,7 +250,7 @@ class EkmCloudClient:
             number = to_number(data.get("status_code"))
             if number in (401, 403) or any(word in message for word in _AUTH_WORDS):
                 raise EkmAuthError("The EKM server rejected the key")
-            if "error" in data and "readMeter" not in data:
+            if "error" in data and "readMeter" not in data and not http_error:
                 raise EkmResponseError("The EKM server answered with an error")
             return
         raise EkmApiError(code)
@@ -318,6 +322,8 @@ def _retry_after(header: str | None) -> float | None:
         when = parsedate_to_datetime(header)
     except TypeError, ValueError:
         return None
+    if when.tzinfo is None:  # "-0000" means UTC with no zone information
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
@@ -367,6 +373,7 @@ def parse_read_meter(data: Any, source: Source = Source.CLOUD) -> dict[str, Read
                 {r.timestamp_ms: r for r in (*previous.readings, *readings)}.values(),
                 key=lambda r: r.timestamp_ms,
             )
+            bad += previous.bad_reads
         result[address] = ReadSet(
             address=address,
             protocol=protocol,
