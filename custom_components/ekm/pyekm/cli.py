@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
     parser = argparse.ArgumentParser(prog="ekm", description="EKM Metering command-line tool")
     groups = parser.add_subparsers(dest="group", required=True)
-    package = __name__.rpartition(".")[0]
+    # __package__, not __name__: run as ``python -m pyekm.cli`` the module is "__main__".
+    package = __package__ or __name__.rpartition(".")[0]
     for name in COMMAND_MODULES:
         import_module(f"{package}.{name}").register(groups)
     return parser
@@ -66,5 +67,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # pragma: no cover - scripts/ekm (tested in a subprocess)
     sys.exit(main())
