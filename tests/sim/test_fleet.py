@@ -1,0 +1,405 @@
+"""The simulated EKM world: clock, meter physics, commands, gateways, keys, history."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import UTC, datetime
+import logging
+import time
+
+import pytest
+
+from ekmsim.fleet import (
+    DEMO_ACCOUNT_KEY,
+    DEMO_GATEWAY_KEY,
+    DEMO_GATEWAY_MAC,
+    DEMO_METER,
+    HISTORY_LEN,
+    V3_FIELDS,
+    V4_FIELDS,
+    Fleet,
+    ReadBatch,
+    SimClock,
+    SimGateway,
+    SimMeter,
+    gateway_key,
+    meter_time_text,
+    run_ticker,
+)
+
+# 2026-09-21 (a Monday) 05:00:00 UTC = midnight at UTC-5, the meters' default zone.
+MIDNIGHT = datetime(2026, 9, 21, 5, tzinfo=UTC).timestamp()
+NOON = MIDNIGHT + 12 * 3600
+SOLAR = "000000000099"
+
+
+def demo(start: float = NOON, interval_s: int = 60) -> Fleet:
+    return Fleet.demo(clock=SimClock(start, manual=True), interval_s=interval_s)
+
+
+def test_clock_modes() -> None:
+    manual = SimClock(1000.0, manual=True)
+    assert manual.now() == 1000.0
+    assert manual.advance(5) == 1005.0
+    manual.set(50.0)
+    assert manual.now() == 50.0
+
+    real = SimClock()
+    assert abs(real.now() - time.time()) < 5
+    fast = SimClock(0.0, speed=1000.0)
+    first = fast.now()
+    assert fast.advance(100) >= first + 100
+
+
+def test_meter_validation() -> None:
+    with pytest.raises(ValueError, match="protocol"):
+        SimMeter(address="000000000001", protocol="v9")
+    with pytest.raises(ValueError, match="12 digits"):
+        SimMeter(address="1")
+    v3 = SimMeter(address="000000000001", protocol="v3")
+    assert (v3.model, v3.firmware, v3.kwh_decimals) == ("1017", "15", 1)
+    v5 = SimMeter(address="000000000002", protocol="v5", kwh_scale=1)
+    assert (v5.model, v5.protocol, v5.kwh_decimals) == ("1024", "v5", 1)
+
+
+@pytest.mark.parametrize("address", ["000000010388", DEMO_METER, "000000015635"])
+def test_snapshot_reports_the_protocol_field_set(address: str) -> None:
+    fleet = demo()
+    meter = fleet.meters[address]
+    snapshot = meter.snapshot()
+    assert set(snapshot) == set(V3_FIELDS if meter.protocol == "v3" else V4_FIELDS)
+    assert snapshot["Model"] == meter.model
+    assert isinstance(snapshot["kWh_Tot"], float)
+    assert isinstance(snapshot["RMS_Watts_Tot"], int)
+    assert isinstance(snapshot["Power_Factor_Ln_1"], int)
+    assert snapshot["Cos_Theta_Ln_1"] == "0.95 L"
+    assert snapshot["Cos_Theta_Ln_3"] == "0.00 C"  # split phase: line 3 idle
+    assert snapshot["Power_Factor_Ln_3"] == 200
+    assert 118 <= float(snapshot["RMS_Volts_Ln_1"]) <= 122
+    assert snapshot["RMS_Watts_Tot"] == sum(int(snapshot[f"RMS_Watts_Ln_{n}"]) for n in (1, 2, 3))
+    if meter.protocol != "v3":
+        assert 59.98 <= float(snapshot["Line_Freq"]) <= 60.02
+
+
+def test_kwh_resolution() -> None:
+    fleet = demo()
+    for address, decimals in (("000000010388", 1), (DEMO_METER, 2), ("000000015635", 1),
+                              ("000300000001", 0)):  # fmt: skip
+        meter = fleet.meters[address]
+        for _ in range(5):
+            fleet.advance(60)
+            value = float(meter.snapshot()["kWh_Tot"])
+            assert round(value, decimals) == value
+
+
+def test_totals_only_grow_over_a_day() -> None:
+    fleet = demo(MIDNIGHT)
+    fleet.advance_to()
+    monotonic = (
+        "kWh_Tot",
+        "Rev_kWh_Tot",
+        "kWh_Tariff_1",
+        "kWh_Tariff_2",
+        "Pulse_Cnt_1",
+        "Pulse_Cnt_2",
+        "Pulse_Cnt_3",
+        "Reactive_Energy_Tot",
+        "kWh_Ln_1",
+        "kWh_Rst",
+    )
+    previous = {a: fleet.latest(a) for a in fleet.meters}
+    watts: dict[str, list[int]] = {a: [] for a in fleet.meters}
+    for _ in range(24 * 4):
+        fleet.advance(900)
+        for address in fleet.meters:
+            read = fleet.latest(address)
+            before = previous[address]
+            assert read is not None
+            assert before is not None
+            for name in monotonic:
+                if name in read:
+                    assert float(read[name]) >= float(before[name]), name
+            watts[address].append(int(read["RMS_Watts_Tot"]))
+            previous[address] = read
+    start, end = fleet.history(DEMO_METER)[0], fleet.latest(DEMO_METER)
+    assert end is not None
+    assert float(end["kWh_Tot"]) > float(start["kWh_Tot"]) + 5
+    assert int(end["Pulse_Cnt_1"]) > int(start["Pulse_Cnt_1"])
+    # The load curve: the evening peak is well above the small hours.
+    curve = watts["000300000001"]
+    assert max(curve[17 * 4 : 22 * 4]) > 2 * min(curve[1 * 4 : 5 * 4])
+
+
+def test_solar_meter_exports_in_daylight_only() -> None:
+    fleet = demo(MIDNIGHT + 1800)
+    meter = fleet.meters[SOLAR]
+    night = meter.snapshot()
+    assert night["State_Watts_Dir"] == 1
+    fleet.clock.set(MIDNIGHT + 5 * 3600)
+    dawn = meter.snapshot()
+    assert dawn["Rev_kWh_Tot"] == night["Rev_kWh_Tot"]  # nothing exported at night
+    fleet.clock.set(NOON)
+    noon = meter.snapshot()
+    assert float(noon["Rev_kWh_Tot"]) > float(dawn["Rev_kWh_Tot"]) + 5
+    assert noon["State_Watts_Dir"] == 7  # lines 1 and 2 reverse, idle line 3 forward
+    assert float(noon["Rev_kWh_Ln_1"]) > float(dawn["Rev_kWh_Ln_1"])
+    plain = fleet.meters[DEMO_METER].snapshot()
+    assert plain["Rev_kWh_Tot"] == 0.0
+    assert plain["State_Watts_Dir"] == 1
+
+
+def test_relays_and_state_out() -> None:
+    fleet = demo()
+    meter = fleet.meters[DEMO_METER]
+    assert meter.snapshot()["State_Out"] == 1
+    meter.set_relay(2, True)
+    assert meter.snapshot()["State_Out"] == 2
+    meter.set_relay(1, True)
+    assert meter.snapshot()["State_Out"] == 4
+    meter.set_relay(2, False)
+    assert meter.snapshot()["State_Out"] == 3
+    meter.set_relay(2, True, duration_s=30)  # timed: reverts after 30 s
+    fleet.clock.advance(29)
+    assert meter.snapshot()["State_Out"] == 4
+    fleet.clock.advance(1)
+    assert meter.snapshot()["State_Out"] == 3
+    assert meter.relays == [True, False]
+    with pytest.raises(ValueError, match="Relay"):
+        meter.set_relay(3, True)
+    with pytest.raises(ValueError, match="Relay"):
+        meter.set_relay(1, True, duration_s=10000)
+    v3 = fleet.meters["000000010388"]
+    assert not v3.supports_relays
+    with pytest.raises(ValueError, match="no relays"):
+        v3.set_relay(1, True)
+
+
+def test_meter_time() -> None:
+    # 2026-09-20 was a Sunday: WW = 01.
+    assert meter_time_text(datetime(2026, 9, 20, 12, 30, 5, tzinfo=UTC).timestamp(), 0) == (
+        "26092001123005"
+    )
+    assert meter_time_text(datetime(2026, 9, 26, 23, 59, 59, tzinfo=UTC).timestamp(), 0) == (
+        "26092607235959"
+    )
+    fleet = demo()
+    meter = fleet.meters[DEMO_METER]
+    assert meter.snapshot()["Meter_Time"] == "26092102120000"  # local noon at UTC-5
+    meter.set_time(datetime(2030, 1, 6, 8, 0, 0))  # naive: meter wall time (a Sunday)
+    assert meter.snapshot()["Meter_Time"] == "30010601080000"
+    fleet.clock.advance(61)
+    assert meter.snapshot()["Meter_Time"] == "30010601080101"
+    meter.set_time(datetime(2026, 9, 21, 17, 0, 0, tzinfo=UTC))
+    assert meter.snapshot()["Meter_Time"] == "26092102120000"
+
+
+def test_resets_and_settings() -> None:
+    fleet = demo()
+    meter = fleet.meters[SOLAR]
+    fleet.advance(3600)
+    before = meter.snapshot()
+    assert float(before["kWh_Rst"]) > 0
+    assert float(before["Rev_kWh_Rst"]) > 0
+    meter.zero_resettable()
+    meter.reset_max_demand()
+    after = meter.snapshot()
+    assert after["kWh_Rst"] == 0.0
+    assert after["Rev_kWh_Rst"] == 0.0
+    assert after["kWh_Tot"] == before["kWh_Tot"]
+    assert after["RMS_Watts_Max_Demand"] == 0.0
+    fleet.advance(600)
+    assert float(meter.snapshot()["kWh_Rst"]) > 0
+    assert float(meter.snapshot()["RMS_Watts_Max_Demand"]) > 0
+
+    meter.set_ct_ratio(400)
+    meter.set_pulse_ratio(2, 250)
+    meter.set_pulse_output_ratio(1600)
+    meter.set_max_demand_period(3)
+    meter.set_max_demand_reset(4)
+    snapshot = meter.snapshot()
+    assert snapshot["CT_Ratio"] == 400
+    assert snapshot["Pulse_Ratio_2"] == 250
+    assert snapshot["CF_Ratio"] == 1600
+    assert snapshot["Max_Demand_Period"] == 3
+    assert snapshot["Max_Demand_Rst"] == 4
+    for call in (
+        lambda: meter.set_ct_ratio(150),
+        lambda: meter.set_pulse_ratio(4, 1),
+        lambda: meter.set_pulse_ratio(1, 0),
+        lambda: meter.set_pulse_output_ratio(3),
+        lambda: meter.set_max_demand_period(0),
+        lambda: meter.set_max_demand_reset(5),
+    ):
+        with pytest.raises(ValueError):
+            call()
+
+
+@pytest.mark.parametrize(
+    ("reset", "days"),
+    [(0, 1), (4, 1), (3, 1), (2, 6), (1, 10)],  # off, hourly, daily, weekly, monthly
+)
+def test_max_demand_auto_reset(reset: int, days: int) -> None:
+    """Past a reset boundary the peak restarts: 03:00 is far below the evening peak."""
+    fleet = demo(MIDNIGHT + 18 * 3600)  # Monday evening
+    meter = fleet.meters[DEMO_METER]
+    meter.set_max_demand_reset(reset)
+    meter.snapshot()
+    peak = float(meter.snapshot(MIDNIGHT + 20 * 3600)["RMS_Watts_Max_Demand"])
+    # The next day, the next Sunday (weeks start on Sunday), October 1st: at 03:00.
+    later = MIDNIGHT + days * 86400 + 3 * 3600
+    demand = float(meter.snapshot(later)["RMS_Watts_Max_Demand"])
+    if reset:
+        assert demand < peak / 2
+    else:
+        assert demand >= peak
+
+
+def test_history_and_listeners(caplog: pytest.LogCaptureFixture) -> None:
+    fleet = demo(interval_s=10)
+    batches: list[ReadBatch] = []
+    unsubscribe = fleet.subscribe(batches.append)
+
+    def broken(batch: ReadBatch) -> None:
+        raise RuntimeError("listener bug")
+
+    fleet.subscribe(broken)
+    first = fleet.advance_to()
+    assert len(first) == len(fleet.meters)
+    assert len(batches) == 1
+    assert "Fleet listener failed" in caplog.text
+
+    produced = fleet.advance(35)
+    assert len(batches) == 4  # one call per interval boundary
+    assert len(produced) == 3 * len(fleet.meters)
+    stamps = [int(r["Time_Stamp_UTC_ms"]) for r in fleet.history(DEMO_METER)]
+    assert stamps == [stamps[0] + 10_000 * i for i in range(4)]
+    read = fleet.latest(DEMO_METER)
+    assert read is not None
+    assert read["Good"] == 1
+    assert read["Date"] == "2026-09-21"
+    assert read["Time"] == "17:00:30"
+
+    assert fleet.advance_to() == []  # nothing new
+    unsubscribe()
+    unsubscribe()
+    fleet.advance(10)
+    assert len(batches) == 4
+    assert fleet.latest("999999999999") is None
+
+
+def test_history_keeps_the_latest_thousand_reads() -> None:
+    fleet = demo(interval_s=1)
+    fleet.meters = {DEMO_METER: fleet.meters[DEMO_METER]}
+    fleet.advance_to()
+    fleet.advance(HISTORY_LEN + 500)
+    history = fleet.history(DEMO_METER)
+    assert len(history) == HISTORY_LEN
+    assert history[-1]["Time_Stamp_UTC_ms"] == int(fleet.clock.now()) * 1000
+
+
+def test_backfill() -> None:
+    fleet = demo()
+    reads = fleet.backfill(30)
+    assert len(reads) == 30 * len(fleet.meters)
+    assert len(fleet.history(DEMO_METER)) == 30
+
+
+def test_unresponsive_meter_stops_reporting() -> None:
+    fleet = demo()
+    fleet.advance_to()
+    meter = fleet.meters[DEMO_METER]
+    meter.responsive = False
+    produced = fleet.advance(300)
+    assert all(m is not meter for m, _ in produced)
+    assert len(fleet.history(DEMO_METER)) == 1
+    meter.responsive = True
+    fleet.advance(60)
+    history = fleet.history(DEMO_METER)
+    assert len(history) == 2
+    assert float(history[1]["kWh_Tot"]) > float(history[0]["kWh_Tot"])  # energy kept flowing
+
+
+def test_demo_fleet_and_keys() -> None:
+    fleet = demo()
+    assert fleet.account_key == DEMO_ACCOUNT_KEY
+    assert fleet.gateways[DEMO_GATEWAY_MAC].key == DEMO_GATEWAY_KEY
+    assert {m.protocol for m in fleet.meters.values()} == {"v3", "v4", "v5"}
+    assert any(m.solar for m in fleet.meters.values())
+    assert any(m.gateway_mac is None for m in fleet.meters.values())
+    for gw in fleet.gateways.values():
+        assert len(gw.mac) == 12
+        assert gw.mac == gw.mac.lower()
+        decoded = base64.b64decode(gw.key + "=" * (-len(gw.key) % 4)).decode()
+        assert ":" in decoded
+        assert not gw.key.endswith("=")
+        assert all(fleet.meters[a].gateway_mac == gw.mac for a in gw.meters)
+
+    assert fleet.key_type(DEMO_ACCOUNT_KEY) == "account"
+    assert fleet.key_type(DEMO_GATEWAY_KEY) == "gateway"
+    assert fleet.key_type("nope") is None
+    assert fleet.key_type("") is None
+    assert fleet.meters_for_key(DEMO_ACCOUNT_KEY) == sorted(fleet.meters)
+    assert fleet.meters_for_key(DEMO_GATEWAY_KEY) == ["000000010388", DEMO_METER]
+    assert fleet.meters_for_key("nope") is None
+    assert fleet.gateways_for_key("nope") == []
+    fleet.revoke(DEMO_GATEWAY_KEY)
+    assert fleet.key_type(DEMO_GATEWAY_KEY) is None
+    assert fleet.revoked_keys == {DEMO_GATEWAY_KEY}
+    fleet.restore(DEMO_GATEWAY_KEY)
+    assert fleet.key_type(DEMO_GATEWAY_KEY) == "gateway"
+    assert list(fleet.all_addresses()) == sorted(fleet.meters)
+
+
+def test_building_a_fleet_by_hand() -> None:
+    clock = SimClock(NOON, manual=True)
+    meter = SimMeter(address="000000000042", gateway_mac="4016fa000042")
+    fleet = Fleet(clock=clock, meters={meter.address: meter})
+    assert meter.clock is clock
+    fleet.add_gateway(SimGateway(mac="4016fa000042", name="GW", key=gateway_key(42, "s")))
+    fleet.add_meter(meter)
+    fleet.add_meter(meter)
+    assert fleet.gateways["4016fa000042"].meters == ["000000000042"]
+    loose = SimMeter(address="000000000001")
+    assert abs(float(loose.snapshot()["kWh_Tot"]) - 1500) < 1  # real clock without a fleet
+
+
+def test_generate_is_deterministic_and_bounded() -> None:
+    a = Fleet.generate(100, seed=3, clock=SimClock(NOON, manual=True))
+    b = Fleet.generate(100, seed=3, clock=SimClock(NOON, manual=True))
+    c = Fleet.generate(100, seed=4, clock=SimClock(NOON, manual=True))
+    assert list(a.meters) == list(b.meters)
+    assert [gw.key for gw in a.gateways.values()] == [gw.key for gw in b.gateways.values()]
+    assert [gw.key for gw in a.gateways.values()] != [gw.key for gw in c.gateways.values()]
+    assert a.meters[min(a.meters)].snapshot() == b.meters[min(b.meters)].snapshot()
+    assert len(a.gateways) == 4
+    assert all(len(gw.meters) <= 32 for gw in a.gateways.values())
+    assert {m.protocol for m in a.meters.values()} == {"v3", "v4", "v5"}
+    big = Fleet.generate(1000, per_gateway=20, clock=SimClock(NOON, manual=True))
+    assert len(big.meters) == 1000
+    assert len(big.gateways) == 50
+    assert len(big.advance_to()) == 1000
+    for n, per in ((0, 32), (1001, 32), (10, 33)):
+        with pytest.raises(ValueError, match="meters"):
+            Fleet.generate(n, per_gateway=per)
+
+
+async def test_ticker_advances_until_stopped() -> None:
+    fleet = demo(interval_s=1)
+    fleet.clock.manual = False  # sped-up real time
+    fleet.clock.speed = 3600.0
+    stop = asyncio.Event()
+    seen = asyncio.Event()
+    fleet.subscribe(lambda batch: seen.set() if len(fleet.history(DEMO_METER)) > 2 else None)
+    task = asyncio.create_task(run_ticker(fleet, 0.01, stop))
+    await asyncio.wait_for(seen.wait(), 10)
+    stop.set()
+    await task
+    assert len(fleet.history(DEMO_METER)) > 2
+
+
+def test_logging_is_quiet(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    fleet = demo()
+    fleet.backfill(3)
+    assert caplog.records == []
