@@ -20,7 +20,11 @@ def register(groups: Any) -> None:
         required=True,
         help="Push3 gateway key (never printed); repeat for more gateways",
     )
-    push.add_argument("--server", default=DEFAULT_MQTT_SERVER, help="mqtts://host:port")
+    push.add_argument(
+        "--server",
+        default=DEFAULT_MQTT_SERVER,
+        help=f"mqtts://host:port (default {DEFAULT_MQTT_SERVER})",
+    )
     push.add_argument("--ca", help="extra CA certificate file to trust (tests, development)")
     push.add_argument("--count", type=int, default=0, help="stop after N lines (0: never)")
     push.add_argument(
