@@ -1,0 +1,73 @@
+"""``python -m ekmsim``: options, and a real run stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+import re
+import signal
+import sys
+
+import aiohttp
+import pytest
+
+from ekmsim import __main__ as sim_main
+from ekmsim.fleet import DEMO_ACCOUNT_KEY, DEMO_GATEWAY_KEY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_options_and_fleets(capsys: pytest.CaptureFixture[str]) -> None:
+    args = sim_main.build_parser().parse_args([])
+    assert (args.host, args.port, args.interval, args.meters, args.speed) == (
+        "127.0.0.1", 8080, 60, 0, 1.0,
+    )  # fmt: skip
+    demo = sim_main.build_fleet(args)
+    assert demo.account_key == DEMO_ACCOUNT_KEY
+    assert len(demo.meters) == 5
+
+    args = sim_main.build_parser().parse_args(["--meters", "40", "--interval", "5", "--seed", "2"])
+    generated = sim_main.build_fleet(args)
+    assert len(generated.meters) == 40
+    assert generated.interval_s == 5
+    assert sim_main.SERVICES[0] is sim_main.CLOUD
+
+    sim_main.describe(demo)
+    out = capsys.readouterr().out
+    assert f"account key: {DEMO_ACCOUNT_KEY}" in out
+    assert DEMO_GATEWAY_KEY in out
+    assert "meters without a gateway: 000300000001" in out
+
+
+async def test_run_and_sigterm() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ekmsim", "--port", "0", "--interval", "1", "--backfill", "3",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        lines: list[str] = []
+        while not lines or lines[-1] != "ready (Ctrl-C to stop)":
+            line = await asyncio.wait_for(process.stdout.readline(), 60)
+            assert line, "simulator exited early"
+            lines.append(line.decode().rstrip())
+        match = re.search(r"cloud: (http://127\.0\.0\.1:\d+)", "\n".join(lines))
+        assert match is not None
+        url = match.group(1)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"{url}/readMeter", params={"key": DEMO_ACCOUNT_KEY, "meters": "10389", "cnt": "5"}
+            ) as response,
+        ):
+            body = await response.json()
+        reads = body["readMeter"]["ReadSet"][0]["ReadData"]
+        assert len(reads) >= 3
+        process.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, err.decode()
+    assert out.decode().strip().endswith("stopped")
