@@ -44,7 +44,11 @@ async def token(session: aiohttp.ClientSession, url: str) -> str:
     """Onboard if needed and return an access token for dev / dev."""
     client_id = f"{url}/"
     async with session.get(f"{url}/api/onboarding") as response:
-        steps = {s["step"]: s["done"] for s in await response.json()}
+        # Once onboarding is complete Home Assistant no longer serves this view.
+        done = response.status == 404
+        steps = {} if done else {s["step"]: s["done"] for s in await response.json()}
+    if done:
+        steps = dict.fromkeys(("user", "core_config", "analytics", "integration"), True)
     if not steps.get("user"):
         log("onboarding: creating user dev / dev")
         async with session.post(
@@ -156,14 +160,11 @@ async def configure_energy(session: aiohttp.ClientSession, url: str, access: str
 
         grid = {
             "type": "grid",
-            "flow_from": [
-                {"stat_energy_from": entity(GRID_METER, "energy_import"), "stat_cost": None,
-                 "entity_energy_price": None, "number_energy_price": 0.15}
-            ],
-            "flow_to": [
-                {"stat_energy_to": entity(GRID_METER, "energy_export"), "stat_compensation": None,
-                 "entity_energy_price": None, "number_energy_price": 0.08}
-            ],
+            "stat_energy_from": entity(GRID_METER, "energy_import"),
+            "stat_energy_to": entity(GRID_METER, "energy_export"),
+            "stat_rate": entity(GRID_METER, "power"),  # signed: positive = import
+            "number_energy_price": 0.15,
+            "number_energy_price_export": 0.08,
             "cost_adjustment_day": 0,
         }
         devices = [
