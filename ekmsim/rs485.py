@@ -4,8 +4,8 @@ A :class:`VirtualBus` puts several :class:`~ekmsim.fleet.SimMeter` on one wire. 
 host (pyekm's ``EkmBus``, or any EKM tool) opens the pty's slave path or connects to the
 TCP port, as it would a USB adapter or an RS-485-to-Ethernet converter. Each meter answers
 only its own address (or ``999999999999``), with frames this module encodes from the
-meter's ``snapshot()``: it shares only the CRC routine with pyekm, so a layout mistake on
-either side shows up in tests.
+meter's ``snapshot()``: it shares no code with pyekm, so a layout or CRC mistake on either
+side shows up in tests.
 
 Timing follows the line: every byte the meters send takes 10 bit times at ``baud``
 (9600 by default, 1.04 ms), a request is "on the wire" for its own length before the
@@ -32,8 +32,6 @@ import random
 import termios
 from typing import Any, Final
 
-from custom_components.ekm.pyekm.rs485.protocol import ekm_crc
-
 from .fleet import Fleet, SimMeter
 
 _LOGGER = logging.getLogger(__name__)
@@ -44,6 +42,17 @@ CLOSE: Final = b"\x01B0\x03u"
 TRAILER: Final = b"!\r\n\x03"
 _DETACHED_POLL_S: Final = 0.02
 _MAX_INPUT: Final = 4096
+
+
+def ekm_crc(data: bytes) -> bytes:
+    """EKM's CRC: CRC-16/MODBUS, each byte masked to 7 bits, low byte first (§3)."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return bytes((crc & 0x7F, (crc >> 8) & 0x7F))
+
 
 # --- frame encoding (own tables, §4.2-§4.4 of ekm-rs485.md) ----------------------------------
 # (name, offset, width, kind): kind "kwh" scales by the meter's decimals, "d1"/"d2" by
@@ -161,7 +170,7 @@ def encode_frame(meter: SimMeter, kind: str, values: dict[str, float | int | str
 
 # --- faults ------------------------------------------------------------------------------------
 
-FAULT_KINDS: Final = ("crc", "truncate", "silence", "garbage", "collision")
+FAULT_KINDS: Final = ("crc", "truncate", "silence", "garbage", "collision", "refuse")
 
 
 @dataclass
@@ -170,14 +179,23 @@ class Faults:
 
     Rates are probabilities per response (0 = never, 1 = always); :meth:`once` queues
     one-shot faults that fire on the next responses regardless of the rates.
-    ``echo`` makes the line echo the host's bytes back (a 2-wire adapter's local echo).
-    ``nak`` answers a wrong password or a refused command with NAK instead of silence.
+
+    * ``crc``: a response with a wrong CRC; ``truncate``: a response cut short;
+      ``silence``: no answer to a request; ``garbage``: noise before a response;
+      ``collision``: the response mixed with another meter's; ``refuse``: a W1 command
+      refused (NAK, or silence when ``nak`` is off).
+    * ``target``: limit the response faults to one request kind ('v3', 'a' or 'b').
+    * ``echo``: the line echoes the host's bytes back (a 2-wire adapter's local echo).
+    * ``nak``: a wrong password or refused command gets NAK (0x15) instead of silence.
     """
 
     crc: float = 0.0
     truncate: float = 0.0
     silence: float = 0.0
     garbage: float = 0.0
+    collision: float = 0.0
+    refuse: float = 0.0
+    target: str | None = None
     echo: bool = False
     nak: bool = True
     seed: int | None = 0
@@ -187,7 +205,7 @@ class Faults:
         self._rng = random.Random(self.seed)
 
     def once(self, kind: str, count: int = 1) -> None:
-        """Inject ``count`` faults of ``kind`` (crc, truncate, silence, garbage)."""
+        """Inject ``count`` faults of ``kind`` (see FAULT_KINDS)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"Unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
         self.pending[kind] = self.pending.get(kind, 0) + count
@@ -195,6 +213,8 @@ class Faults:
     def clear(self) -> None:
         """Back to a clean line (no rates, no pending faults, no echo)."""
         self.crc = self.truncate = self.silence = self.garbage = 0.0
+        self.collision = self.refuse = 0.0
+        self.target = None
         self.echo = False
         self.pending.clear()
 
@@ -205,6 +225,10 @@ class Faults:
             return True
         rate: float = getattr(self, kind, 0.0)
         return rate > 0 and self._rng.random() < rate
+
+    def cut(self, length: int) -> int:
+        """Where a truncated response ends."""
+        return self._rng.randint(1, length - 1)
 
     def noise(self, n: int | None = None) -> bytes:
         """Printable noise (never STX, ACK or NAK)."""
@@ -258,6 +282,9 @@ class _Wire:
     # input -----------------------------------------------------------------------------
 
     def received(self, data: bytes) -> None:
+        # A meter's UART reads 7 data bits: a host running 8N1 with software parity
+        # (bit 7) looks the same to it.
+        data = bytes(b & 0x7F for b in data)
         loop_time = asyncio.get_running_loop().time()
         if self._bus.faults.echo:
             self._out.put_nowait(data)
@@ -347,19 +374,20 @@ class _Wire:
         if not meters:
             return
         faults = self._bus.faults
-        if faults.hit("silence"):
+        targeted = faults.target in (None, kind)
+        if targeted and faults.hit("silence"):
             return
         frames = [encode_frame(m, kind, dict(m.snapshot())) for m in meters]
         response = frames[0]
-        if len(meters) > 1 or faults.hit("collision"):
+        if len(meters) > 1 or (targeted and faults.hit("collision")):
             response = _collide(frames, faults)
         else:
             self._selected = meters[0]
-        if faults.hit("crc"):
+        if targeted and faults.hit("crc"):
             response = response[:253] + bytes(((response[253] + 1) & 0x7F, response[254]))
-        if faults.hit("truncate"):
-            response = response[: random.Random(len(response)).randint(20, 200)]
-        if faults.hit("garbage"):
+        if targeted and faults.hit("truncate"):
+            response = response[: faults.cut(len(response))]
+        if targeted and faults.hit("garbage"):
             response = faults.noise() + response
         self._bus.requests += 1
         self._out.put_nowait(response)
@@ -385,7 +413,9 @@ class _Wire:
         body = frame[4:-3].decode("ascii", "replace")
         code, _, rest = body.partition("(")
         data = rest[:-1] if rest.endswith(")") else rest
-        accepted = self._authorized and _apply(meter, code, data)
+        accepted = (
+            self._authorized and not self._bus.faults.hit("refuse") and _apply(meter, code, data)
+        )
         self._bus.commands.append(Command(meter.address, code, data, accepted))
         self._reply(accepted)
 

@@ -35,7 +35,7 @@ from ..errors import (
 from ..models import MeterReading, now_ms
 from . import protocol as p
 from .protocol import Request
-from .transport import DEFAULT_CONNECT_TIMEOUT, SerialLine
+from .transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Framing, SerialLine
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -82,7 +82,10 @@ class EkmBus:
         frame_timeout: seconds from sending a request to a complete response.
         ack_timeout: seconds to wait for the ACK to P1 / W1.
         gap: minimum idle seconds on the line before each frame we send.
+        idle_timeout: seconds of silence after which a partial or bad response is given up.
         connect_timeout: seconds to open the port.
+        framing: '7E1', '8N1' (7E1 emulated: parity in software), or 'auto' (7E1, falling
+            back to emulated 8N1 when the port refuses 7E1).
         protocols: known protocols by address ('v3' or 'v4'), skipping detection.
 
     """
@@ -98,7 +101,9 @@ class EkmBus:
         frame_timeout: float = 1.5,
         ack_timeout: float = 1.0,
         gap: float = 0.05,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        framing: Framing = "auto",
         protocols: Mapping[str, str] | None = None,
     ) -> None:
         p.password_frame(password)  # validates without echoing it
@@ -106,7 +111,7 @@ class EkmBus:
             raise ValueError("b_every must be at least 1")
         if retries < 0:
             raise ValueError("retries must not be negative")
-        self._line = SerialLine(port, connect_timeout=connect_timeout)
+        self._line = SerialLine(port, connect_timeout=connect_timeout, framing=framing)
         self._password = password
         self._b_every = b_every
         self._retries = retries
@@ -114,6 +119,7 @@ class EkmBus:
         self._frame_timeout = max(frame_timeout, response_timeout)
         self._ack_timeout = ack_timeout
         self._gap = gap
+        self._idle_timeout = idle_timeout
         self._lock = asyncio.Lock()
         self._meters: dict[str, _MeterState] = {}
         self._last_io = 0.0
@@ -198,8 +204,10 @@ class EkmBus:
         state.reads_since_b += 1
         if state.b_frame is None or state.reads_since_b >= self._b_every:
             real = frame[4:16].decode()
+            # With a cached B, one try is enough; without, one retry (as ekmmeters does).
+            retries = 0 if state.b_frame is not None else min(self._retries, 1)
             try:
-                b_frame = await self._request(addr, Request.B, expect_address=real)
+                b_frame = await self._request(addr, Request.B, expect_address=real, retries=retries)
             except (EkmNoResponseError, EkmProtocolError) as err:
                 _LOGGER.debug("Request B to %s failed (%s); using the cached B", addr, err)
             else:
@@ -372,19 +380,25 @@ class EkmBus:
             order = (Request.A, Request.V3)
         else:
             order = (Request.V3, Request.A)
-        last: EkmError | None = None
+        silent: EkmNoResponseError | None = None
+        garbled: EkmProtocolError | None = None
         for attempt in range(self._retries + 2):
             kind = order[attempt % 2]
             try:
                 frame = await self._request(addr, kind, retries=0)
-            except (EkmNoResponseError, EkmProtocolError) as err:
-                last = err
+            except EkmNoResponseError as err:
+                silent = err
+                continue
+            except EkmProtocolError as err:
+                garbled = err
                 continue
             protocol = p.frame_protocol(frame, kind)
             _LOGGER.debug("Meter %s speaks %s (model %s)", addr, protocol, p.frame_model(frame))
             return protocol, frame
-        assert last is not None
-        raise last
+        # Something answered but never cleanly: that says more than the silence.
+        error = garbled or silent
+        assert error is not None
+        raise error
 
     async def _request(
         self,
@@ -410,6 +424,7 @@ class EkmBus:
                     echo=request,
                     first_byte_timeout=self._response_timeout,
                     frame_timeout=self._frame_timeout,
+                    idle_timeout=self._idle_timeout,
                 )
                 self._mark()
                 p.validate_frame(frame, address=expect_address or addr)

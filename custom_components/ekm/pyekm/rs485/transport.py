@@ -5,14 +5,21 @@ and reads back exactly-framed answers (a 255-byte response or a one-byte ACK/NAK
 tolerating an adapter's echo of what was sent and line noise before STX. It knows
 nothing about sessions or retries; :class:`~pyekm.rs485.client.EkmBus` does that under
 one lock per line.
+
+A 7E1 character and an 8N1 character both take 10 bit times (ekm-rs485.md §1), so a port
+that refuses 7 data bits with even parity (some USB bridges, ptys) is run as 8N1 with
+the parity computed in software: bit 7 of each byte sent carries the even parity of the
+7 data bits, and bit 7 of each byte received is dropped (it always is: the protocol is
+7-bit).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import serialx
 
@@ -23,6 +30,32 @@ from .protocol import ACK, BAUD_RATE, FRAME_LEN, NAK, STX, TRAILER, TRAILER_OFFS
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
+# A meter sends its 255 bytes back to back; this much silence mid-frame means it stopped.
+DEFAULT_IDLE_TIMEOUT: Final = 0.3
+
+type Framing = Literal["auto", "7E1", "8N1"]
+
+_SEVEN_BITS: Final = bytes(range(128)) * 2  # translate table: drop bit 7
+_WITH_PARITY: Final = bytes(
+    (b & 0x7F) | (0x80 if (b & 0x7F).bit_count() % 2 else 0) for b in range(256)
+)
+
+
+def add_even_parity(data: bytes) -> bytes:
+    """Each byte's low 7 bits with their even parity in bit 7 (7E1 sent as 8N1)."""
+    return data.translate(_WITH_PARITY)
+
+
+def strip_parity(data: bytes) -> bytes:
+    """Drop bit 7 of every byte."""
+    return data.translate(_SEVEN_BITS)
+
+
+def _refused_setting(err: Exception) -> bool:
+    """Whether opening failed because the port cannot do 7 data bits / even parity."""
+    if isinstance(err, serialx.UnsupportedSetting):
+        return True
+    return isinstance(err, OSError) and err.errno in (errno.EINVAL, errno.ENOTSUP)
 
 
 class _LineProtocol(asyncio.Protocol):
@@ -47,10 +80,15 @@ class SerialLine:
         *,
         baudrate: int = BAUD_RATE,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        framing: Framing = "auto",
     ) -> None:
+        if framing not in ("auto", "7E1", "8N1"):
+            raise ValueError("framing must be 'auto', '7E1' or '8N1'")
         self._url = url
         self._baudrate = baudrate
         self._connect_timeout = connect_timeout
+        self._framing: Framing = framing
+        self._software_parity = framing == "8N1"
         self._transport: asyncio.BaseTransport | None = None
         self._buffer = bytearray()
         self._data = asyncio.Event()
@@ -69,6 +107,11 @@ class SerialLine:
         return redact_url(self._url) if "://" in self._url else self._url
 
     @property
+    def software_parity(self) -> bool:
+        """True when the port runs 8N1 and parity is computed here (see module doc)."""
+        return self._software_parity
+
+    @property
     def is_open(self) -> bool:
         """Whether the port is open and has not been lost."""
         return (
@@ -80,24 +123,26 @@ class SerialLine:
     # --- lifecycle --------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the port (9600 7E1, no flow control); EkmConnectionError if impossible."""
+        """Open the port (9600 baud, 7E1 or 8N1 with software parity, no flow control).
+
+        Raises EkmConnectionError if the port cannot be opened.
+        """
         if self.is_open:
             return
         await self.close()
-        loop = asyncio.get_running_loop()
-        kwargs: dict[str, Any] = {
-            "parity": serialx.Parity.EVEN,
-            "stopbits": serialx.StopBits.ONE,
-            "byte_size": 7,
-            "xonxoff": False,
-            "rtscts": False,
-            "connect_timeout": self._connect_timeout,
-        }
         try:
-            async with asyncio.timeout(self._connect_timeout):
-                transport, _ = await serialx.create_serial_connection(
-                    loop, lambda: _LineProtocol(self), self._url, self._baudrate, **kwargs
-                )
+            if self._framing == "8N1":
+                transport = await self._connect(seven_bits=False)
+            else:
+                try:
+                    transport = await self._connect(seven_bits=True)
+                    self._software_parity = False
+                except (OSError, serialx.UnsupportedSetting) as err:
+                    if self._framing == "7E1" or not _refused_setting(err):
+                        raise
+                    _LOGGER.debug("%s refuses 7E1; using 8N1 + software parity", self.safe_url)
+                    transport = await self._connect(seven_bits=False)
+                    self._software_parity = True
         except (OSError, TimeoutError, ValueError, serialx.SerialException) as err:
             reason = type(err).__name__ if isinstance(err, TimeoutError) else str(err)
             raise EkmConnectionError(f"Cannot open {self.safe_url}: {reason}") from err
@@ -105,6 +150,22 @@ class SerialLine:
         self._lost_reason = None
         self._buffer.clear()
         _LOGGER.debug("Opened %s", self.safe_url)
+
+    async def _connect(self, *, seven_bits: bool) -> asyncio.BaseTransport:
+        loop = asyncio.get_running_loop()
+        kwargs: dict[str, Any] = {
+            "parity": serialx.Parity.EVEN if seven_bits else serialx.Parity.NONE,
+            "stopbits": serialx.StopBits.ONE,
+            "byte_size": 7 if seven_bits else 8,
+            "xonxoff": False,
+            "rtscts": False,
+            "connect_timeout": self._connect_timeout,
+        }
+        async with asyncio.timeout(self._connect_timeout):
+            transport, _ = await serialx.create_serial_connection(
+                loop, lambda: _LineProtocol(self), self._url, self._baudrate, **kwargs
+            )
+        return transport
 
     async def close(self) -> None:
         """Close the port (idempotent)."""
@@ -121,7 +182,7 @@ class SerialLine:
         _LOGGER.debug("Closed %s", self.safe_url)
 
     def _received(self, data: bytes) -> None:
-        self._buffer += data
+        self._buffer += strip_parity(data)
         self.bytes_received += len(data)
         self._data.set()
 
@@ -148,10 +209,7 @@ class SerialLine:
         """Send bytes; raises EkmConnectionError when the port is gone."""
         transport = self._check_open()
         try:
-            transport.write(data)
-            flush = getattr(transport, "flush", None)
-            if flush is not None:
-                await flush()
+            transport.write(add_even_parity(data) if self._software_parity else data)
         except (OSError, RuntimeError, serialx.SerialException) as err:
             self._lost(err)
             raise EkmConnectionError(f"{self.safe_url}: write failed: {err}") from err
@@ -191,12 +249,14 @@ class SerialLine:
         echo: bytes = b"",
         first_byte_timeout: float,
         frame_timeout: float,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     ) -> bytes:
         """Read one 255-byte response: STX, trailer and CRC checked; resyncs on noise.
 
         Raises EkmNoResponseError if nothing arrived in ``first_byte_timeout``, the last
         validation error (EkmCrcError / EkmProtocolError) if bytes arrived but no valid
-        frame did within ``frame_timeout``, EkmConnectionError if the port went away.
+        frame did within ``frame_timeout`` or the line then fell silent for
+        ``idle_timeout``, and EkmConnectionError if the port went away.
         """
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -211,7 +271,10 @@ class SerialLine:
                 if frame is not None:
                     return frame
             got_any = got_any or bool(self._buffer) or error is not None
-            limit = deadline if got_any else min(first_deadline, deadline)
+            if got_any:
+                limit = min(deadline, loop.time() + idle_timeout)
+            else:
+                limit = min(first_deadline, deadline)
             if not await self._wait_data(limit):
                 if error is not None:
                     raise error
