@@ -316,9 +316,9 @@ class MqttBroker:
         """Listen (``port`` 0 picks a free port; later restarts reuse it)."""
         if self._server is not None:
             return
-        self._server = await asyncio.start_server(
-            self._handle, host, port, ssl=self._ssl, reuse_address=True
-        )
+        # TLS is started in the handler, so that failed handshakes (an untrusted CA is a
+        # test case) end quietly instead of reaching the loop's exception handler.
+        self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
         self.host = host
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -371,8 +371,11 @@ class MqttBroker:
         session = _Session(writer)
         self._sessions.add(session)
         try:
+            if self._ssl is not None:
+                async with asyncio.timeout(30):
+                    await writer.start_tls(self._ssl)
             await self._serve(reader, session)
-        except asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, TimeoutError:
+        except asyncio.IncompleteReadError, OSError, TimeoutError:
             pass
         except MqttProtocolError as err:
             _LOGGER.debug("Broker closed a connection: %s", err)
