@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of generated fleets")
     parser.add_argument("--speed", type=float, default=1.0, help="simulated time speed-up")
     parser.add_argument("--backfill", type=int, default=60, help="intervals of history")
+    parser.add_argument(
+        "--history", type=int, default=1000, help="reads kept per meter (EKM keeps 1000)"
+    )
     for service in SERVICES:
         service.add_arguments(parser)
     return parser
@@ -73,8 +76,16 @@ def build_fleet(args: argparse.Namespace) -> Fleet:
     """Return the demo fleet, or a generated one with ``--meters N``."""
     clock = SimClock(speed=args.speed)
     if args.meters:
-        return Fleet.generate(args.meters, seed=args.seed, clock=clock, interval_s=args.interval)
-    return Fleet.demo(clock=clock, interval_s=args.interval)
+        return Fleet.generate(
+            args.meters,
+            seed=args.seed,
+            clock=clock,
+            interval_s=args.interval,
+            history_len=args.history,
+        )
+    fleet = Fleet.demo(clock=clock, interval_s=args.interval)
+    fleet.history_len = args.history
+    return fleet
 
 
 def describe(fleet: Fleet) -> None:

@@ -358,15 +358,7 @@ class CloudSimulator:
             params = _parse_read_query(query, self.fleet.timezone)
         except _BadParam as err:
             return status_response(err.code)
-        count, since, until, zone, ver = (
-            params.count,
-            params.since,
-            params.until,
-            params.zone,
-            params.ver,
-        )
-        wanted_fields, meters = params.fields, params.meters
-
+        meters = params.meters
         fleet = self.fleet
         fleet.advance_to()
         visible = fleet.meters_for_key(key) or []
@@ -380,27 +372,29 @@ class CloudSimulator:
         if self.faults.force_status is not None:
             return status_response(self.faults.force_status, meters="~".join(meters))
         good_only = query.get("status", "").lower() == "good"
-        now = fleet.clock.now()
-        offset = zone.utcoffset(datetime.fromtimestamp(now, UTC))
-        render = _Renderer(self.faults, zone, fleet.timezone, wanted_fields)
+        offset = params.zone.utcoffset(datetime.fromtimestamp(fleet.clock.now(), UTC))
+        render = _Renderer(self.faults, params.zone, fleet.timezone, params.fields)
         read_sets = []
         for address in meters:
             meter = fleet.meters[address]
             wire_protocol = "v3" if meter.protocol == "v3" else "v4"
-            if ver is not None and wire_protocol != ver:
+            if params.ver is not None and wire_protocol != params.ver:
                 continue
-            reads = [
-                r
-                for r in fleet.history(address)
-                if (since is None or int(r["Time_Stamp_UTC_ms"]) > since)
-                and (until is None or int(r["Time_Stamp_UTC_ms"]) <= until)
-            ]
-            data = [render.read(meter, r) for r in reads]
-            if good_only:
-                data = [r for r in data if r["Good"] == 1]
-            data = data[-min(count, MAX_COUNT) :]
-            if not data:
+            picked: list[Read] = []  # newest first, then reversed: cheap for cnt=1
+            for read in reversed(fleet.history(address)):
+                stamp = int(read["Time_Stamp_UTC_ms"])
+                if params.until is not None and stamp > params.until:
+                    continue
+                if params.since is not None and stamp <= params.since:
+                    break
+                if good_only and render.is_bad(address, stamp):
+                    continue
+                picked.append(read)
+                if len(picked) >= params.count:
+                    break
+            if not picked:
                 continue
+            data = [render.read(meter, r) for r in reversed(picked)]
             good = sum(1 for r in data if r["Good"] == 1)
             read_sets.append(
                 {
@@ -534,17 +528,21 @@ class _Renderer:
             cached = self._stamps[stamp] = (f"{local:%Y-%m-%d}", f"{local:%H:%M:%S}")
         return cached
 
+    def is_bad(self, address: str, stamp: int) -> bool:
+        """Whether the bad-read fault hits this read (deterministic per meter and time)."""
+        rate = self._faults.bad_read_rate
+        return rate > 0 and zlib.crc32(f"{address}:{stamp}".encode()) / 2**32 < rate
+
     def read(self, meter: SimMeter, read: Read) -> dict[str, Any]:
+        """Return one ReadData element."""
         faults = self._faults
         stamp = int(read["Time_Stamp_UTC_ms"])
         date, clock = self._date_time(read)
         out: dict[str, Any] = {"Good": 1, "Date": date, "Time": clock, "Time_Stamp_UTC_ms": stamp}
-        if faults.bad_read_rate > 0:
-            mark = zlib.crc32(f"{meter.address}:{stamp}".encode()) / 2**32
-            if mark < faults.bad_read_rate:
-                out["Good"] = 0
-                out["PERR.NR"] = "1"
-                return out
+        if self.is_bad(meter.address, stamp):
+            out["Good"] = 0
+            out["PERR.NR"] = "1"
+            return out
         extra: dict[str, Any] = {
             "Good_Reads_Ratio": 100,
             "Read_Attempts": "1",

@@ -480,6 +480,9 @@ class Fleet:
     host: str = "psrv1.ekmmetering.com"
     timezone: str = "UTC"  # of the stored Date/Time strings
     revoked_keys: set[str] = field(default_factory=set)
+    # Reads kept per meter. EKM keeps 1,000; each read costs about 2.5 kB here, so a
+    # 1,000-meter fleet with full history holds about 2.5 GB: lower it for big fleets.
+    history_len: int = HISTORY_LEN
 
     def __post_init__(self) -> None:
         self._history: dict[str, deque[Read]] = {}
@@ -555,12 +558,18 @@ class Fleet:
         clock: SimClock | None = None,
         interval_s: int = 60,
         account_key: str = DEMO_ACCOUNT_KEY,
+        history_len: int = HISTORY_LEN,
     ) -> Fleet:
         """Build a deterministic fleet of 1..1000 meters, ``per_gateway`` per gateway."""
         if not 1 <= n_meters <= 1000 or not 1 <= per_gateway <= 32:
             raise ValueError("1..1000 meters, 1..32 per gateway")
         rng = random.Random(seed)
-        fleet = cls(account_key=account_key, clock=clock or SimClock(), interval_s=interval_s)
+        fleet = cls(
+            account_key=account_key,
+            clock=clock or SimClock(),
+            interval_s=interval_s,
+            history_len=history_len,
+        )
         gateway: SimGateway | None = None
         for i in range(n_meters):
             if i % per_gateway == 0:
@@ -642,7 +651,7 @@ class Fleet:
 
     def history(self, address: str) -> deque[Read]:
         """Return the stored reads of a meter, oldest first (at most 1,000)."""
-        return self._history.setdefault(address, deque(maxlen=HISTORY_LEN))
+        return self._history.setdefault(address, deque(maxlen=self.history_len))
 
     def latest(self, address: str) -> Read | None:
         """Return the newest stored read of a meter."""
@@ -670,7 +679,7 @@ class Fleet:
             first = last
         else:
             first = self._last_boundary + interval
-            first = max(first, last - (HISTORY_LEN - 1) * interval)
+            first = max(first, last - (self.history_len - 1) * interval)
         produced: ReadBatch = []
         zone = _zone(self.timezone)
         for boundary in range(first, last + 1, interval):

@@ -298,6 +298,13 @@ def test_history_keeps_the_latest_thousand_reads() -> None:
     assert history[-1]["Time_Stamp_UTC_ms"] == int(fleet.clock.now()) * 1000
 
 
+def test_shorter_history() -> None:
+    fleet = Fleet.generate(3, history_len=5, clock=SimClock(NOON, manual=True))
+    fleet.advance_to()
+    fleet.advance(3600)
+    assert {len(fleet.history(a)) for a in fleet.meters} == {5}
+
+
 def test_backfill() -> None:
     fleet = demo()
     reads = fleet.backfill(30)

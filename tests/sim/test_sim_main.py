@@ -26,10 +26,12 @@ def test_options_and_fleets(capsys: pytest.CaptureFixture[str]) -> None:
     assert demo.account_key == DEMO_ACCOUNT_KEY
     assert len(demo.meters) == 5
 
-    args = sim_main.build_parser().parse_args(["--meters", "40", "--interval", "5", "--seed", "2"])
-    generated = sim_main.build_fleet(args)
+    assert demo.history_len == 1000
+    argv = ["--meters", "40", "--interval", "5", "--seed", "2", "--history", "10"]
+    generated = sim_main.build_fleet(sim_main.build_parser().parse_args(argv))
     assert len(generated.meters) == 40
     assert generated.interval_s == 5
+    assert generated.history_len == 10
     assert sim_main.SERVICES[0] is sim_main.CLOUD
 
     sim_main.describe(demo)
