@@ -98,7 +98,9 @@ async def test_user_flow_cannot_connect(hass: HomeAssistant, unused_tcp_port: in
     assert result["errors"] == {"base": "cannot_connect"}
 
 
-@pytest.mark.parametrize("server", ["ftp://example.com", "not a url", "http://"])
+@pytest.mark.parametrize(
+    "server", ["ftp://example.com", "not a url", "http://", "http://[broken"]
+)
 async def test_user_flow_invalid_server(hass: HomeAssistant, server: str) -> None:
     flow_id = await _start(hass)
     result = await hass.config_entries.flow.async_configure(

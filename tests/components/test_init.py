@@ -228,3 +228,18 @@ async def test_entity_ids_are_stable(
     assert entity is not None
     assert entity.unique_id == f"1010_{DEMO_METER}_energy_import"
     assert entity.translation_key == "energy_import"
+
+
+async def test_account_refresh_failure_keeps_meters(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    cloud: CloudSimulator,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A failed account re-read keeps the known meters; readings keep flowing."""
+    cloud.faults.only_endpoints = ["account", "gateway"]
+    cloud.faults.error_rates = {500: 1.0}
+    freezer.tick(timedelta(minutes=31))
+    await _refresh(hass, loaded_entry)
+    assert loaded_entry.runtime_data.coordinator.last_update_success
+    assert hass.states.get(DEMO_POWER).state != STATE_UNAVAILABLE
