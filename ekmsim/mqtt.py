@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 import ipaddress
@@ -764,15 +764,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def start_from_args(
-    fleet: Fleet, args: argparse.Namespace, host: str = "127.0.0.1"
+    fleet: Fleet, args: argparse.Namespace, host: str | None = None
 ) -> MqttSimulator | None:
     """Start the broker if ``--mqtt-port`` was given; the caller awaits ``stop()``."""
     if args.mqtt_port is None:
         return None
     sim = MqttSimulator(fleet, value_style=args.mqtt_values)
-    await sim.start(host, args.mqtt_port, cert_dir=args.mqtt_cert_dir)
-    _LOGGER.info("MQTT broker at %s (CA %s)", sim.url, sim.ca_file)
+    bind: str = host or getattr(args, "host", None) or "127.0.0.1"
+    await sim.start(bind, args.mqtt_port, cert_dir=args.mqtt_cert_dir)
     return sim
+
+
+async def start_service(
+    fleet: Fleet, args: argparse.Namespace
+) -> Callable[[], Awaitable[None]] | None:
+    """``python -m ekmsim`` hook: ``Service("mqtt", add_arguments, start_service)``."""
+    sim = await start_from_args(fleet, args)
+    if sim is None:
+        return None
+    print(
+        f"mqtt: {sim.url}  (CA {sim.ca_file}; topics realtime/<gateway key>, "
+        f"summary/<gateway key>)",
+        flush=True,
+    )
+    print(
+        f"mqtt try: scripts/ekm push --server {sim.url} --ca {sim.ca_file} "
+        "--gateway-key <gateway key>",
+        flush=True,
+    )
+    return sim.stop
 
 
 __all__ = [
@@ -783,5 +803,6 @@ __all__ = [
     "fault_payloads",
     "make_test_certs",
     "start_from_args",
+    "start_service",
     "summarize",
 ]

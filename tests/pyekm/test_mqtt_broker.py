@@ -24,6 +24,7 @@ from ekmsim.mqtt import (
     packet,
     read_packet,
     start_from_args,
+    start_service,
     summarize,
     topic_matches,
 )
@@ -235,3 +236,18 @@ async def test_command_line(fleet: Fleet, tmp_path: Path) -> None:
     finally:
         await sim.stop()
     assert (tmp_path / "ca.pem").exists()  # a given directory is kept
+
+
+async def test_ekmsim_service_hook(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    add_arguments(parser)
+    assert await start_service(fleet, parser.parse_args([])) is None
+    stop = await start_service(fleet, parser.parse_args(["--mqtt-port", "0"]))
+    assert stop is not None
+    await stop()
+    out = capsys.readouterr().out
+    assert "mqtt: mqtts://127.0.0.1:" in out
+    assert "ekm push" in out
