@@ -108,16 +108,28 @@ def _specs() -> dict[str, FieldSpec]:
         FieldSpec(name="kWh_Tot", kind=Kind.ENERGY, unit=KWH, scale=Scale.KWH, monotonic=True),
         FieldSpec(name="Rev_kWh_Tot", kind=Kind.ENERGY, unit=KWH, scale=Scale.KWH, monotonic=True),
         FieldSpec(
-            name="kWh_Rst", kind=Kind.ENERGY, unit=KWH, scale=Scale.KWH, resettable=True,
+            name="kWh_Rst",
+            kind=Kind.ENERGY,
+            unit=KWH,
+            scale=Scale.KWH,
+            resettable=True,
             protocols=V4,
         ),
         FieldSpec(
-            name="Rev_kWh_Rst", kind=Kind.ENERGY, unit=KWH, scale=Scale.KWH, resettable=True,
+            name="Rev_kWh_Rst",
+            kind=Kind.ENERGY,
+            unit=KWH,
+            scale=Scale.KWH,
+            resettable=True,
             protocols=V4,
         ),
         FieldSpec(
-            name="Reactive_Energy_Tot", kind=Kind.REACTIVE_ENERGY, unit=KVARH, scale=Scale.KWH,
-            monotonic=True, protocols=V4,
+            name="Reactive_Energy_Tot",
+            kind=Kind.REACTIVE_ENERGY,
+            unit=KVARH,
+            scale=Scale.KWH,
+            monotonic=True,
+            protocols=V4,
         ),
         # Derived by pyekm (EKM glossary: Forward = Total - Reverse, Net = Total - 2 Reverse).
         FieldSpec(
@@ -127,12 +139,19 @@ def _specs() -> dict[str, FieldSpec]:
         # Instantaneous totals.
         FieldSpec(name="RMS_Watts_Tot", kind=Kind.POWER, unit=WATT, value_type=int),
         FieldSpec(
-            name="Net_Calc_Watts_Tot", kind=Kind.POWER, unit=WATT, value_type=int, protocols=V4,
+            name="Net_Calc_Watts_Tot",
+            kind=Kind.POWER,
+            unit=WATT,
+            value_type=int,
+            protocols=V4,
             derived=True,
         ),
         FieldSpec(name="RMS_Watts_Max_Demand", kind=Kind.POWER, unit=WATT, scale=Scale.TENTH),
         FieldSpec(
-            name="Reactive_Pwr_Tot", kind=Kind.REACTIVE_POWER, unit=VAR, value_type=int,
+            name="Reactive_Pwr_Tot",
+            kind=Kind.REACTIVE_POWER,
+            unit=VAR,
+            value_type=int,
             protocols=V4,
         ),
         FieldSpec(
@@ -151,52 +170,87 @@ def _specs() -> dict[str, FieldSpec]:
     for status in ("A", "B", "C"):
         specs.append(
             FieldSpec(
-                name=f"Meter_Status_Code_{status}", kind=Kind.DIAGNOSTIC, value_type=str,
-                scale=Scale.TEXT, protocols=V4,
+                name=f"Meter_Status_Code_{status}",
+                kind=Kind.DIAGNOSTIC,
+                value_type=str,
+                scale=Scale.TEXT,
+                protocols=V4,
             )
         )
     for t in range(1, 5):
         specs += [
             FieldSpec(
-                name=f"kWh_Tariff_{t}", kind=Kind.ENERGY, unit=KWH, scale=Scale.KWH,
-                monotonic=True, tariff=t,
+                name=f"kWh_Tariff_{t}",
+                kind=Kind.ENERGY,
+                unit=KWH,
+                scale=Scale.KWH,
+                monotonic=True,
+                tariff=t,
             ),
             FieldSpec(
-                name=f"Rev_kWh_Tariff_{t}", kind=Kind.ENERGY, unit=KWH, scale=Scale.KWH,
-                monotonic=True, tariff=t,
+                name=f"Rev_kWh_Tariff_{t}",
+                kind=Kind.ENERGY,
+                unit=KWH,
+                scale=Scale.KWH,
+                monotonic=True,
+                tariff=t,
             ),
         ]
     for n in range(1, 4):
         specs += [
             FieldSpec(
-                name=f"kWh_Ln_{n}", kind=Kind.ENERGY, unit=KWH, scale=Scale.KWH, monotonic=True,
-                line=n, protocols=V4,
+                name=f"kWh_Ln_{n}",
+                kind=Kind.ENERGY,
+                unit=KWH,
+                scale=Scale.KWH,
+                monotonic=True,
+                line=n,
+                protocols=V4,
             ),
             FieldSpec(
-                name=f"Rev_kWh_Ln_{n}", kind=Kind.ENERGY, unit=KWH, scale=Scale.KWH,
-                monotonic=True, line=n, protocols=V4,
+                name=f"Rev_kWh_Ln_{n}",
+                kind=Kind.ENERGY,
+                unit=KWH,
+                scale=Scale.KWH,
+                monotonic=True,
+                line=n,
+                protocols=V4,
             ),
-            FieldSpec(name=f"RMS_Volts_Ln_{n}", kind=Kind.VOLTAGE, unit=VOLT, scale=Scale.TENTH,
-                      line=n),
-            FieldSpec(name=f"Amps_Ln_{n}", kind=Kind.CURRENT, unit=AMPERE, scale=Scale.TENTH,
-                      line=n),
-            FieldSpec(name=f"RMS_Watts_Ln_{n}", kind=Kind.POWER, unit=WATT, value_type=int,
-                      line=n),
             FieldSpec(
-                name=f"Net_Calc_Watts_Ln_{n}", kind=Kind.POWER, unit=WATT, value_type=int, line=n,
-                protocols=V4, derived=True,
+                name=f"RMS_Volts_Ln_{n}", kind=Kind.VOLTAGE, unit=VOLT, scale=Scale.TENTH, line=n
+            ),
+            FieldSpec(
+                name=f"Amps_Ln_{n}", kind=Kind.CURRENT, unit=AMPERE, scale=Scale.TENTH, line=n
+            ),
+            FieldSpec(name=f"RMS_Watts_Ln_{n}", kind=Kind.POWER, unit=WATT, value_type=int, line=n),
+            FieldSpec(
+                name=f"Net_Calc_Watts_Ln_{n}",
+                kind=Kind.POWER,
+                unit=WATT,
+                value_type=int,
+                line=n,
+                protocols=V4,
+                derived=True,
             ),
             FieldSpec(name=f"Power_Factor_Ln_{n}", kind=Kind.POWER_FACTOR, value_type=int, line=n),
             FieldSpec(
-                name=f"Cos_Theta_Ln_{n}", kind=Kind.COS_THETA, value_type=str, scale=Scale.TEXT,
+                name=f"Cos_Theta_Ln_{n}",
+                kind=Kind.COS_THETA,
+                value_type=str,
+                scale=Scale.TEXT,
                 line=n,
             ),
             FieldSpec(
-                name=f"Reactive_Pwr_Ln_{n}", kind=Kind.REACTIVE_POWER, unit=VAR, value_type=int,
-                line=n, protocols=V4,
+                name=f"Reactive_Pwr_Ln_{n}",
+                kind=Kind.REACTIVE_POWER,
+                unit=VAR,
+                value_type=int,
+                line=n,
+                protocols=V4,
             ),
-            FieldSpec(name=f"Pulse_Cnt_{n}", kind=Kind.PULSE_COUNT, value_type=int, monotonic=True,
-                      line=n),
+            FieldSpec(
+                name=f"Pulse_Cnt_{n}", kind=Kind.PULSE_COUNT, value_type=int, monotonic=True, line=n
+            ),
             FieldSpec(name=f"Pulse_Ratio_{n}", kind=Kind.SETTING, value_type=int, line=n),
         ]
     return {spec.name: spec for spec in specs}
@@ -350,7 +404,14 @@ def cos_theta_text(code: float) -> str:
 # --- direction -------------------------------------------------------------------------------
 
 _DIRECTIONS: Final[Mapping[int, str]] = {
-    1: "FFF", 2: "FFR", 3: "FRF", 4: "RFF", 5: "FRR", 6: "RFR", 7: "RRF", 8: "RRR"
+    1: "FFF",
+    2: "FFR",
+    3: "FRF",
+    4: "RFF",
+    5: "FRR",
+    6: "RFR",
+    7: "RRF",
+    8: "RRR",
 }
 
 
