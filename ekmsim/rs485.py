@@ -428,10 +428,11 @@ class _Wire:
         while True:
             data = await self._out.get()
             chunk = self._bus.chunk
+            # An idle line starts now; otherwise keep the UART's exact schedule (sleeping
+            # late by a millisecond must not add up over a frame).
+            next_free = max(next_free, loop.time())
             for i in range(0, len(data), chunk):
                 piece = data[i : i + chunk]
-                now = loop.time()
-                next_free = max(next_free, now)
                 self._write_raw(piece)
                 next_free += len(piece) * self._bus.char_time
                 wait = next_free - loop.time()
