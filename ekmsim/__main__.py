@@ -47,7 +47,13 @@ async def _start_cloud(fleet: Fleet, args: argparse.Namespace) -> Stop | None:
 
 
 CLOUD = Service("cloud", _cloud_arguments, _start_cloud)
-SERVICES: list[Service] = [CLOUD]
+def _mqtt_service() -> Service:
+    from . import mqtt  # noqa: PLC0415 - keeps `python -m ekmsim --help` light
+
+    return Service("mqtt", mqtt.add_arguments, mqtt.start_service)
+
+
+SERVICES: list[Service] = [CLOUD, _mqtt_service()]
 
 
 def say(text: str) -> None:

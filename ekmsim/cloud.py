@@ -243,6 +243,7 @@ class CloudSimulator:
         app.router.add_get("/_sim/meters", self._admin_meters)
         app.router.add_post("/_sim/meters/{address}", self._admin_meter)
         app.router.add_post("/_sim/advance", self._admin_advance)
+        app.router.add_post("/_sim/control/{name}", self._admin_control)
         return app
 
     def _api(self, name: str, handler: Handler) -> Handler:
@@ -479,6 +480,17 @@ class CloudSimulator:
             meter.relays = [bool(r) for r in relays]
         return web.json_response(_meter_json(meter))
 
+    async def _admin_control(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        action = self.fleet.controls.get(name)
+        if action is None:
+            return web.json_response(
+                {"error": f"unknown control {name}", "controls": sorted(self.fleet.controls)},
+                status=404,
+            )
+        await action()
+        return web.json_response({"done": name})
+
     async def _admin_advance(self, request: web.Request) -> web.StreamResponse:
         body = await _json_body(request)
         seconds = body.get("seconds", self.fleet.interval_s)
@@ -496,6 +508,7 @@ POST /_sim/keys/revoke {"key": K}     make a key invalid (403); /_sim/keys/resto
 GET  /_sim/meters                     meter summaries
 POST /_sim/meters/<address> {...}     set "responsive" (false = stale), "solar", "relays"
 POST /_sim/advance {"seconds": S}     move the simulated clock and generate reads
+POST /_sim/control/<name>             run a control of another service (mqtt_stop, mqtt_start)
 """
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -480,6 +480,8 @@ class Fleet:
     host: str = "psrv1.ekmmetering.com"
     timezone: str = "UTC"  # of the stored Date/Time strings
     revoked_keys: set[str] = field(default_factory=set)
+    # Named actions other simulated services offer (POST /_sim/control/<name>).
+    controls: dict[str, Callable[[], Awaitable[object]]] = field(default_factory=dict)
     # Reads kept per meter. EKM keeps 1,000; each read costs about 2.5 kB here, so a
     # 1,000-meter fleet with full history holds about 2.5 GB: lower it for big fleets.
     history_len: int = HISTORY_LEN

@@ -782,6 +782,8 @@ async def start_service(
     sim = await start_from_args(fleet, args)
     if sim is None:
         return None
+    fleet.controls["mqtt_stop"] = sim.stop_broker
+    fleet.controls["mqtt_start"] = sim.start_broker
     print(
         f"mqtt: {sim.url}  (CA {sim.ca_file}; topics realtime/<gateway key>, "
         f"summary/<gateway key>)",

@@ -7,14 +7,27 @@ from dataclasses import dataclass
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_API_KEY, Platform
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers import config_validation as cv, device_registry as dr
+from homeassistant.helpers import (
+    config_validation as cv,
+    device_registry as dr,
+    issue_registry as ir,
+)
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.typing import ConfigType
 
-from .const import CONF_SERVER, DOMAIN, MANUFACTURER
+from .const import (
+    CONF_GATEWAY_KEYS,
+    CONF_MQTT_CA_FILE,
+    CONF_MQTT_SERVER,
+    CONF_SERVER,
+    DOMAIN,
+    MANUFACTURER,
+)
 from .coordinator import EkmCloudCoordinator, EkmCoordinator, EkmData
+from .push import EkmPushManager, async_create_ssl_context, issue_id
 from .pyekm import DEFAULT_SERVER, DeviceKind, EkmCloudClient
 from .pyekm.catalog import model_name
+from .pyekm.mqtt import DEFAULT_MQTT_SERVER
 
 PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.SENSOR]
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
@@ -26,6 +39,7 @@ class EkmRuntimeData:
 
     coordinator: EkmCoordinator
     client: EkmCloudClient
+    push: EkmPushManager | None = None
 
 
 type EkmConfigEntry = ConfigEntry[EkmRuntimeData]
@@ -45,7 +59,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: EkmConfigEntry) -> bool:
     )
     coordinator = EkmCloudCoordinator(hass, entry, client)
     await coordinator.async_config_entry_first_refresh()
-    entry.runtime_data = EkmRuntimeData(coordinator=coordinator, client=client)
+    push = await _async_push_manager(hass, entry, coordinator, client)
+    entry.runtime_data = EkmRuntimeData(coordinator=coordinator, client=client, push=push)
 
     @callback
     def _sync() -> None:
@@ -54,7 +69,35 @@ async def async_setup_entry(hass: HomeAssistant, entry: EkmConfigEntry) -> bool:
     _sync()
     entry.async_on_unload(coordinator.async_add_listener(_sync))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    if push is not None:
+        push.async_start()
     return True
+
+
+async def _async_push_manager(
+    hass: HomeAssistant,
+    entry: EkmConfigEntry,
+    coordinator: EkmCloudCoordinator,
+    client: EkmCloudClient,
+) -> EkmPushManager | None:
+    """The MQTT push manager, if the entry has gateway keys."""
+    keys: dict[str, str] = entry.options.get(CONF_GATEWAY_KEYS, {})
+    macs = set(keys.values())
+    for issue in list(ir.async_get(hass).issues.values()):
+        prefix = issue_id(entry.entry_id, "")
+        stale = issue.issue_id.startswith(prefix) and issue.issue_id[len(prefix) :] not in macs
+        if issue.domain == DOMAIN and stale:
+            ir.async_delete_issue(hass, DOMAIN, issue.issue_id)
+    if not keys:
+        return None
+    return EkmPushManager(
+        hass,
+        coordinator,
+        client,
+        keys,
+        server=entry.options.get(CONF_MQTT_SERVER) or DEFAULT_MQTT_SERVER,
+        ssl_context=await async_create_ssl_context(hass, entry.options.get(CONF_MQTT_CA_FILE)),
+    )
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: EkmConfigEntry) -> bool:

@@ -9,12 +9,23 @@ from homeassistant.components.binary_sensor import (
 from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
 from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import EkmConfigEntry
+from .const import DOMAIN
 from .entity import EkmEntity
+from .push import EkmPushManager, signal_push_state
 
 PARALLEL_UPDATES = 0
+
+PUSH_CONNECTED = BinarySensorEntityDescription(
+    key="push_connected",
+    translation_key="push_connected",
+    device_class=BinarySensorDeviceClass.CONNECTIVITY,
+    entity_category=EntityCategory.DIAGNOSTIC,
+)
 
 REPORTING = BinarySensorEntityDescription(
     key="reporting",
@@ -42,6 +53,8 @@ async def async_setup_entry(
 
     _add_new()
     entry.async_on_unload(coordinator.async_add_listener(_add_new))
+    if (push := entry.runtime_data.push) is not None:
+        async_add_entities(EkmPushConnectedSensor(entry, push, mac) for mac in push.gateways)
 
 
 class EkmReportingSensor(EkmEntity, BinarySensorEntity):
@@ -62,3 +75,29 @@ class EkmReportingSensor(EkmEntity, BinarySensorEntity):
     def is_on(self) -> bool:
         """Whether the meter reported within the stale threshold."""
         return self.reading is not None
+
+
+class EkmPushConnectedSensor(BinarySensorEntity):
+    """On while the gateway's MQTT push stream is connected."""
+
+    _attr_has_entity_name = True
+    _attr_should_poll = False
+    entity_description = PUSH_CONNECTED
+
+    def __init__(self, entry: EkmConfigEntry, push: EkmPushManager, mac: str) -> None:
+        self._push = push
+        self._mac = mac
+        self._signal = signal_push_state(entry.entry_id)
+        self._attr_unique_id = f"{entry.unique_id}_{mac}_push_connected"
+        self._attr_device_info = DeviceInfo(identifiers={(DOMAIN, mac)})
+
+    async def async_added_to_hass(self) -> None:
+        """Follow the push manager's connection changes."""
+        self.async_on_remove(
+            async_dispatcher_connect(self.hass, self._signal, self.async_write_ha_state)
+        )
+
+    @property
+    def is_on(self) -> bool:
+        """Whether the stream is connected."""
+        return self._push.gateways[self._mac].connected

@@ -36,7 +36,11 @@ from . import EkmConfigEntry
 from .const import (
     CONF_ADVANCED,
     CONF_EXCLUDED_METERS,
+    CONF_GATEWAY_KEYS,
     CONF_METERS,
+    CONF_MQTT_CA_FILE,
+    CONF_MQTT_SERVER,
+    CONF_NEW_GATEWAY_KEYS,
     CONF_SCAN_INTERVAL,
     CONF_SERVER,
     CONF_STALE_THRESHOLD,
@@ -50,6 +54,7 @@ from .const import (
     MIN_STALE_THRESHOLD,
 )
 from .coordinator import EkmCloudCoordinator
+from .push import async_check_gateway_key, async_create_ssl_context
 from .pyekm import (
     DEFAULT_SERVER,
     Account,
@@ -59,8 +64,13 @@ from .pyekm import (
     EkmError,
     EkmRateLimitError,
 )
+from .pyekm.mqtt import DEFAULT_MQTT_SERVER, parse_server
+from .pyekm.redact import mask
+
+CONF_PUSH = "push"
 
 KEY_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
+KEYS_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD, multiple=True))
 URL_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.URL))
 
 
@@ -115,11 +125,88 @@ async def _async_validate(
     return account, {}
 
 
+async def _async_validate_gateway_keys(
+    hass: HomeAssistant,
+    keys: list[str],
+    *,
+    rest_server: str,
+    account_gateways: set[str],
+    push: dict[str, Any],
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Check gateway keys: the Account API names their gateway, the broker accepts them.
+
+    Returns ({key: gateway MAC}, form errors, error placeholders).
+    """
+    server = (push.get(CONF_MQTT_SERVER) or DEFAULT_MQTT_SERVER).strip()
+    try:
+        parse_server(server)
+    except ValueError:
+        return {}, {CONF_PUSH: "invalid_mqtt_server"}, {}
+    try:
+        ssl_context = await async_create_ssl_context(hass, push.get(CONF_MQTT_CA_FILE))
+    except (OSError, ValueError) as err:
+        LOGGER.debug("Cannot load the broker CA file: %s", err)
+        return {}, {CONF_PUSH: "invalid_ca_file"}, {}
+    session = async_get_clientsession(hass)
+    result: dict[str, str] = {}
+    for key in dict.fromkeys(k.strip() for k in keys if k.strip()):
+        placeholders = {"key": mask(key)}
+        try:
+            account = await EkmCloudClient(session, key, server=rest_server).async_get_account()
+        except EkmAuthError:
+            return {}, {"base": "invalid_gateway_key"}, placeholders
+        except EkmError:
+            return {}, {"base": "cannot_connect"}, placeholders
+        mac = next((gw.mac for gw in account.gateways if gw.mac in account_gateways), None)
+        if account.key_type != "gateway" or mac is None:
+            return {}, {"base": "gateway_not_on_account"}, placeholders
+        try:
+            await async_check_gateway_key(key, server=server, ssl_context=ssl_context)
+        except EkmAuthError:
+            return {}, {"base": "invalid_gateway_key"}, placeholders
+        except EkmError, TimeoutError:
+            return {}, {"base": "mqtt_cannot_connect"}, placeholders
+        result[key] = mac
+    return result, {}, {}
+
+
+def _push_section(defaults: dict[str, Any] | None = None) -> Any:
+    defaults = defaults or {}
+    return section(
+        vol.Schema(
+            {
+                vol.Optional(
+                    CONF_MQTT_SERVER,
+                    default=defaults.get(CONF_MQTT_SERVER) or DEFAULT_MQTT_SERVER,
+                ): TextSelector(),
+                vol.Optional(
+                    CONF_MQTT_CA_FILE,
+                    description={"suggested_value": defaults.get(CONF_MQTT_CA_FILE)},
+                ): TextSelector(),
+            }
+        ),
+        {"collapsed": True},
+    )
+
+
+def _push_options(push: dict[str, Any]) -> dict[str, Any]:
+    """The broker settings to store (only what differs from EKM's broker)."""
+    options: dict[str, Any] = {}
+    server = (push.get(CONF_MQTT_SERVER) or "").strip()
+    if server and server != DEFAULT_MQTT_SERVER:
+        options[CONF_MQTT_SERVER] = server
+    if ca_file := (push.get(CONF_MQTT_CA_FILE) or "").strip():
+        options[CONF_MQTT_CA_FILE] = ca_file
+    return options
+
+
 class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
     """Set up an EKM Push account."""
 
     VERSION = 1
     MINOR_VERSION = 1
+    _data: dict[str, Any]
+    _gateways: set[str]
 
     @staticmethod
     @callback
@@ -140,16 +227,51 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
                 self._abort_if_unique_id_configured()
                 account, errors = await _async_validate(self.hass, key, server)
                 if account is not None:
-                    return self.async_create_entry(
-                        title=f"EKM Push account {self.unique_id}"
-                        if len(self.unique_id or "") < 16
-                        else "EKM Push account",
-                        data={CONF_API_KEY: key, CONF_SERVER: server},
-                    )
+                    self._data = {CONF_API_KEY: key, CONF_SERVER: server}
+                    self._gateways = {gw.mac for gw in account.gateways}
+                    return await self.async_step_gateway_keys()
         return self.async_show_form(
             step_id="user",
             data_schema=self.add_suggested_values_to_schema(_key_schema(), user_input),
             errors=errors,
+        )
+
+    async def async_step_gateway_keys(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Optionally add Push3 gateway keys for live updates over MQTT."""
+        errors: dict[str, str] = {}
+        placeholders: dict[str, str] = {}
+        if user_input is not None:
+            push = user_input.get(CONF_PUSH, {})
+            keys, errors, placeholders = await _async_validate_gateway_keys(
+                self.hass,
+                user_input.get(CONF_GATEWAY_KEYS) or [],
+                rest_server=self._data[CONF_SERVER],
+                account_gateways=self._gateways,
+                push=push,
+            )
+            if not errors:
+                unique_id = self.unique_id or ""
+                return self.async_create_entry(
+                    title=f"EKM Push account {unique_id}"
+                    if len(unique_id) < 16
+                    else "EKM Push account",
+                    data=self._data,
+                    options={CONF_GATEWAY_KEYS: keys, **_push_options(push)} if keys else {},
+                )
+        schema = vol.Schema(
+            {
+                vol.Optional(CONF_GATEWAY_KEYS): KEYS_SELECTOR,
+                vol.Required(CONF_PUSH): _push_section(),
+            }
+        )
+        return self.async_show_form(
+            step_id="gateway_keys",
+            data_schema=schema,
+            errors=errors,
+            description_placeholders=placeholders,
+            last_step=True,
         )
 
     async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
@@ -232,16 +354,31 @@ class EkmOptionsFlow(OptionsFlowWithReload):
             else []
         )
         excluded = set(entry.options.get(CONF_EXCLUDED_METERS, ()))
+        current_keys: dict[str, str] = dict(entry.options.get(CONF_GATEWAY_KEYS, {}))
+        errors: dict[str, str] = {}
+        placeholders: dict[str, str] = {}
         if user_input is not None:
-            selected = set(user_input.pop(CONF_METERS, addresses))
-            return self.async_create_entry(
-                data={
-                    CONF_SCAN_INTERVAL: int(user_input[CONF_SCAN_INTERVAL]),
-                    CONF_STALE_THRESHOLD: int(user_input[CONF_STALE_THRESHOLD]),
-                    # Stored as exclusions, so meters added to the account later appear.
-                    CONF_EXCLUDED_METERS: sorted(set(addresses) - selected),
-                }
+            selected = set(user_input.get(CONF_METERS, addresses))
+            keep = set(user_input.get(CONF_GATEWAY_KEYS, current_keys.values()))
+            push = user_input.get(CONF_PUSH, {})
+            new_keys, errors, placeholders = await _async_validate_gateway_keys(
+                self.hass,
+                [k for k in user_input.get(CONF_NEW_GATEWAY_KEYS) or [] if k not in current_keys],
+                rest_server=entry.data.get(CONF_SERVER) or DEFAULT_SERVER,
+                account_gateways=set(coordinator.data.gateways) if coordinator else set(),
+                push=push,
             )
+            if not errors:
+                keys = {k: mac for k, mac in current_keys.items() if mac in keep} | new_keys
+                return self.async_create_entry(
+                    data={
+                        CONF_SCAN_INTERVAL: int(user_input[CONF_SCAN_INTERVAL]),
+                        CONF_STALE_THRESHOLD: int(user_input[CONF_STALE_THRESHOLD]),
+                        # Stored as exclusions, so meters added to the account later appear.
+                        CONF_EXCLUDED_METERS: sorted(set(addresses) - selected),
+                        **({CONF_GATEWAY_KEYS: keys, **_push_options(push)} if keys else {}),
+                    }
+                )
         schema: dict[Any, Any] = {
             vol.Required(
                 CONF_SCAN_INTERVAL,
@@ -278,4 +415,24 @@ class EkmOptionsFlow(OptionsFlowWithReload):
                     mode=SelectSelectorMode.LIST,
                 )
             )
-        return self.async_show_form(step_id="init", data_schema=vol.Schema(schema))
+        if current_keys:
+            schema[vol.Optional(CONF_GATEWAY_KEYS, default=sorted(current_keys.values()))] = (
+                SelectSelector(
+                    SelectSelectorConfig(
+                        options=[
+                            SelectOptionDict(value=mac, label=f"{mac} (key {mask(key)})")
+                            for key, mac in sorted(current_keys.items(), key=lambda kv: kv[1])
+                        ],
+                        multiple=True,
+                        mode=SelectSelectorMode.LIST,
+                    )
+                )
+            )
+        schema[vol.Optional(CONF_NEW_GATEWAY_KEYS)] = KEYS_SELECTOR
+        schema[vol.Required(CONF_PUSH)] = _push_section(dict(entry.options))
+        return self.async_show_form(
+            step_id="init",
+            data_schema=vol.Schema(schema),
+            errors=errors,
+            description_placeholders=placeholders,
+        )

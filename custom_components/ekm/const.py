@@ -27,3 +27,11 @@ MIN_STALE_THRESHOLD: Final = 120
 MAX_STALE_THRESHOLD: Final = 86400
 # The account (gateways, meters) changes rarely: re-read it this often.
 ACCOUNT_REFRESH_INTERVAL: Final = timedelta(minutes=30)
+
+# Push (MQTT). Gateway keys live in the entry's options as {key: gateway MAC}.
+CONF_GATEWAY_KEYS: Final = "gateway_keys"
+CONF_NEW_GATEWAY_KEYS: Final = "new_gateway_keys"
+CONF_MQTT_SERVER: Final = "mqtt_server"
+CONF_MQTT_CA_FILE: Final = "mqtt_ca_file"
+# While a gateway's stream is up its meters are polled only this often (safety net).
+SAFETY_NET_INTERVAL: Final = timedelta(minutes=15)

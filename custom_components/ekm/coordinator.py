@@ -21,8 +21,10 @@ from .const import (
     DEFAULT_STALE_THRESHOLD,
     DOMAIN,
     LOGGER,
+    SAFETY_NET_INTERVAL,
 )
 from .pyekm import (
+    FIELDS,
     DeviceInfo,
     EkmAuthError,
     EkmCloudClient,
@@ -31,6 +33,7 @@ from .pyekm import (
     GatewayInfo,
     MeterReading,
 )
+from .pyekm.catalog import derive
 
 if TYPE_CHECKING:
     from . import EkmConfigEntry
@@ -68,6 +71,45 @@ def merge_readings(
     return merged
 
 
+class FieldAges:
+    """When each field of each meter was last reported, to carry fields forward.
+
+    A pushed message may carry only some fields. Fields missing from a newer reading
+    are carried over from the previous one while their own last report is younger
+    than the stale threshold; derived fields are recomputed from the merged values.
+    """
+
+    def __init__(self) -> None:
+        self._ms: dict[str, dict[str, int]] = {}
+
+    def complete(
+        self, reading: MeterReading, known: MeterReading | None, max_age_ms: float
+    ) -> MeterReading:
+        """The reading with still-fresh fields of the known reading filled in."""
+        ages = self._ms.setdefault(reading.address, {})
+        for name in reading.values:
+            ages[name] = reading.timestamp_ms
+        if known is None:
+            return reading
+        carried = {
+            name: value
+            for name, value in known.values.items()
+            if name not in reading.values
+            and not _derived(name)
+            and reading.timestamp_ms - ages.get(name, 0) <= max_age_ms
+        }
+        if not carried:
+            return reading
+        values = {**carried, **{k: v for k, v in reading.values.items() if not _derived(k)}}
+        derive(values)
+        return replace(reading, values=values)
+
+
+def _derived(name: str) -> bool:
+    spec = FIELDS.get(name)
+    return spec is not None and spec.derived
+
+
 class EkmCoordinator(DataUpdateCoordinator[EkmData]):
     """Base coordinator: merging, staleness and pushed readings, whatever the transport."""
 
@@ -88,6 +130,7 @@ class EkmCoordinator(DataUpdateCoordinator[EkmData]):
             seconds=entry.options.get(CONF_STALE_THRESHOLD, DEFAULT_STALE_THRESHOLD)
         )
         self.data = EkmData()
+        self._ages = FieldAges()
 
     def stale_addresses(
         self, readings: Mapping[str, MeterReading], devices: Iterable[str]
@@ -110,7 +153,14 @@ class EkmCoordinator(DataUpdateCoordinator[EkmData]):
         """New data from the current data, new readings and (optionally) new devices."""
         current = self.data
         devices = current.devices if devices is None else devices
-        readings = merge_readings(current.readings, incoming)
+        max_age_ms = self.stale_after.total_seconds() * 1000
+        known = current.readings
+        completed = [
+            self._ages.complete(r, known.get(r.address), max_age_ms)
+            for r in incoming
+            if r.address not in known or r.timestamp_ms > known[r.address].timestamp_ms
+        ]
+        readings = merge_readings(known, completed)
         readings = {a: r for a, r in readings.items() if a in devices}
         return EkmData(
             devices=devices,
@@ -125,6 +175,18 @@ class EkmCoordinator(DataUpdateCoordinator[EkmData]):
         if data != self.data:
             self.async_set_updated_data(data)
 
+    def async_apply_in_order(self, readings: Iterable[MeterReading]) -> None:
+        """Apply readings oldest first, one timestamp at a time (gap fill).
+
+        Each step is its own update, so every recovered reading becomes a state, in
+        order; readings not newer than what a meter shows are skipped by the merge.
+        """
+        groups: dict[int, list[MeterReading]] = {}
+        for reading in readings:
+            groups.setdefault(reading.timestamp_ms, []).append(reading)
+        for stamp in sorted(groups):
+            self.async_push_readings(groups[stamp])
+
 
 class EkmCloudCoordinator(EkmCoordinator):
     """Polls the EKM Push Realtime API; re-reads the account now and then."""
@@ -135,11 +197,24 @@ class EkmCloudCoordinator(EkmCoordinator):
         self._account_read_at: datetime | None = None
         self.excluded = frozenset(entry.options.get(CONF_EXCLUDED_METERS, ()))
         self.account_devices: Mapping[str, DeviceInfo] = {}
+        # Meters whose gateway's push stream is up: polled only as a safety net.
+        self.push_covered: frozenset[str] = frozenset()
+        self._full_poll_at: datetime | None = None
+
+    def _to_poll(self, devices: Iterable[str]) -> tuple[list[str], bool]:
+        """All meters (a full poll), or push-covered ones left out between safety nets."""
+        now = dt_util.utcnow()
+        if self._full_poll_at is None or now - self._full_poll_at >= SAFETY_NET_INTERVAL:
+            return list(devices), True
+        return [a for a in devices if a not in self.push_covered], False
 
     async def _async_update_data(self) -> EkmData:
         try:
             devices, gateways = await self._async_devices()
-            read_sets = await self.client.async_read_meters(list(devices)) if devices else {}
+            to_poll, full = self._to_poll(devices)
+            read_sets = await self.client.async_read_meters(to_poll) if to_poll else {}
+            if full:
+                self._full_poll_at = dt_util.utcnow()
         except EkmAuthError as err:
             raise ConfigEntryAuthFailed(
                 translation_domain=DOMAIN, translation_key="invalid_auth"

@@ -9,6 +9,7 @@ from homeassistant.const import CONF_API_KEY, CONF_PASSWORD
 from homeassistant.core import HomeAssistant
 
 from . import EkmConfigEntry
+from .const import CONF_GATEWAY_KEYS
 from .pyekm.redact import redact_text
 
 TO_REDACT = {CONF_API_KEY, CONF_PASSWORD, "key", "gateway_keys", "token", "passwords"}
@@ -33,6 +34,7 @@ async def async_get_config_entry_diagnostics(
         "update_interval_s": (
             coordinator.update_interval.total_seconds() if coordinator.update_interval else None
         ),
+        "push": entry.runtime_data.push.stats() if entry.runtime_data.push else None,
         "gateways": {
             mac: {"name": gw.name, "meters": list(gw.meters)} for mac, gw in data.gateways.items()
         },
@@ -57,6 +59,7 @@ async def async_get_config_entry_diagnostics(
     }
     # Belt and braces: no secret of this entry may appear anywhere in the output.
     secrets = [str(v) for k, v in entry.data.items() if k in TO_REDACT and isinstance(v, str)]
+    secrets += list(entry.options.get(CONF_GATEWAY_KEYS, {}))
     scrubbed: dict[str, Any] = _scrub(result, secrets)
     return scrubbed
 

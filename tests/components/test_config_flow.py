@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
+from homeassistant.config_entries import SOURCE_USER, ConfigEntryState, ConfigFlowResult
 from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
@@ -34,12 +34,20 @@ def _user_input(key: str, server: str) -> dict[str, object]:
     return {CONF_API_KEY: key, CONF_ADVANCED: {CONF_SERVER: server}}
 
 
+async def _finish_without_gateway_keys(hass: HomeAssistant, flow_id: str) -> ConfigFlowResult:
+    return await hass.config_entries.flow.async_configure(flow_id, {"push": {}})
+
+
 async def test_user_flow_creates_entry(hass: HomeAssistant, cloud: CloudSimulator) -> None:
     flow_id = await _start(hass)
     result = await hass.config_entries.flow.async_configure(
         flow_id, _user_input(f" {DEMO_ACCOUNT_KEY} ", cloud.url + "/")
     )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "gateway_keys"
+    result = await _finish_without_gateway_keys(hass, flow_id)
     assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["options"] == {}
     assert result["title"] == "EKM Push account 1010"
     assert result["data"] == {CONF_API_KEY: DEMO_ACCOUNT_KEY, CONF_SERVER: cloud.url}
     assert result["result"].unique_id == "1010"
@@ -87,6 +95,8 @@ async def test_user_flow_errors_then_recovers(
     result = await hass.config_entries.flow.async_configure(
         flow_id, _user_input(DEMO_ACCOUNT_KEY, cloud.url)
     )
+    assert result["step_id"] == "gateway_keys"
+    result = await _finish_without_gateway_keys(hass, flow_id)
     assert result["type"] is FlowResultType.CREATE_ENTRY
 
 
@@ -193,7 +203,7 @@ async def test_options(
     keep = sorted(fleet.meters)[:-1]
     result = await hass.config_entries.options.async_configure(
         result["flow_id"],
-        {CONF_SCAN_INTERVAL: 120, CONF_STALE_THRESHOLD: 900, CONF_METERS: keep},
+        {CONF_SCAN_INTERVAL: 120, CONF_STALE_THRESHOLD: 900, CONF_METERS: keep, "push": {}},
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert loaded_entry.options == {

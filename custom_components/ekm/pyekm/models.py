@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from .catalog import Value, normalize_address, normalize_values
+from .catalog import FIELDS, Kind, Value, normalize_address, normalize_values
 
 
 class Source(StrEnum):
@@ -51,6 +51,14 @@ class MeterReading:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return value
         return None
+
+    @property
+    def has_measurements(self) -> bool:
+        """Whether any known field other than per-read bookkeeping is present."""
+        return any(
+            (spec := FIELDS.get(name)) is not None and spec.kind is not Kind.METADATA
+            for name in self.values
+        )
 
     def text(self, name: str) -> str | None:
         """A text field, or None when absent."""

@@ -235,13 +235,17 @@ def _realtime(address: str, raw: Mapping[str, Any], received_ms: int) -> MeterRe
         return None
     stamp = to_number(raw.get("Time_Stamp_UTC_ms"))
     protocol = raw.get("Protocol")
-    return MeterReading.from_raw(
+    reading = MeterReading.from_raw(
         address,
         {name: value for name, value in raw.items() if name not in _ENVELOPE},
         Source.MQTT,
         timestamp_ms=int(stamp) if stamp is not None and stamp > 0 else received_ms,
         protocol=protocol.strip().lower() if isinstance(protocol, str) and protocol else None,
     )
+    if not reading.has_measurements:
+        _LOGGER.debug("Skipped an MQTT entry of meter %s with no usable value", address)
+        return None
+    return reading
 
 
 def _summary(address: str, raw: Mapping[str, Any], received_ms: int) -> SummaryReading:
