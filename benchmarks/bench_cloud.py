@@ -46,8 +46,19 @@ def _free_port() -> int:
 async def _simulator(meters: int) -> AsyncIterator[str]:
     port = _free_port()
     process = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-m", "ekmsim", "--port", str(port), "--meters", str(meters),
-         "--speed", "120", "--backfill", "2"],
+        [
+            sys.executable,
+            "-m",
+            "ekmsim",
+            "--port",
+            str(port),
+            "--meters",
+            str(meters),
+            "--speed",
+            "120",
+            "--backfill",
+            "2",
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -120,5 +131,5 @@ async def test_cloud_poll(
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results[str(meters)] = row
     RESULTS.write_text(json.dumps(results, indent=2))
-    print(f"\nBENCH cloud {json.dumps(row)}", file=sys.__stdout__, flush=True)  # noqa: T201
+    print(f"\nBENCH cloud {json.dumps(row)}", file=sys.__stdout__, flush=True)
     os.environ.setdefault("EKM_BENCH_DONE", "1")

@@ -43,7 +43,7 @@ def no_secret_in_logs() -> Iterator[None]:
     for record in recorder.records:
         try:
             text = record.getMessage()
-        except Exception:  # noqa: BLE001
+        except Exception:
             text = str(record.msg)
         if record.exc_info and record.exc_info[1] is not None:
             text += repr(record.exc_info[1]) + str(record.exc_info[1])
@@ -82,6 +82,3 @@ async def cloud(fleet: Fleet) -> AsyncIterator[CloudSimulator]:
         yield sim
     finally:
         await sim.stop()
-
-
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.const import CONF_API_KEY, Platform
+from homeassistant.const import CONF_API_KEY, CONF_PORT, Platform
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import (
     config_validation as cv,
@@ -16,20 +16,36 @@ from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.typing import ConfigType
 
 from .const import (
+    CONF_ENTRY_TYPE,
+    CONF_FULL_READ_EVERY,
     CONF_GATEWAY_KEYS,
+    CONF_METERS,
     CONF_MQTT_CA_FILE,
     CONF_MQTT_SERVER,
     CONF_SERVER,
+    DEFAULT_FULL_READ_EVERY,
     DOMAIN,
+    ENTRY_RS485,
     MANUFACTURER,
 )
-from .coordinator import EkmCloudCoordinator, EkmCoordinator, EkmData
+from .coordinator import EkmCloudCoordinator, EkmCoordinator, EkmData, EkmRs485Coordinator
 from .push import EkmPushManager, async_create_ssl_context, issue_id
 from .pyekm import DEFAULT_SERVER, DeviceKind, EkmCloudClient
 from .pyekm.catalog import model_name
 from .pyekm.mqtt import DEFAULT_MQTT_SERVER
+from .pyekm.redact import redact_url
+from .pyekm.rs485.client import EkmBus
+from .services import async_setup_services
 
 PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.SENSOR]
+RS485_PLATFORMS: list[Platform] = [
+    Platform.BINARY_SENSOR,
+    Platform.BUTTON,
+    Platform.NUMBER,
+    Platform.SELECT,
+    Platform.SENSOR,
+    Platform.SWITCH,
+]
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
 
@@ -38,8 +54,9 @@ class EkmRuntimeData:
     """What a loaded entry holds."""
 
     coordinator: EkmCoordinator
-    client: EkmCloudClient
+    client: EkmCloudClient | None = None
     push: EkmPushManager | None = None
+    bus: EkmBus | None = None
 
 
 type EkmConfigEntry = ConfigEntry[EkmRuntimeData]
@@ -47,11 +64,19 @@ type EkmConfigEntry = ConfigEntry[EkmRuntimeData]
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Set up the integration (services are registered here, once)."""
+    async_setup_services(hass)
     return True
 
 
+def platforms(entry: EkmConfigEntry) -> list[Platform]:
+    """The platforms of an entry type."""
+    return RS485_PLATFORMS if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485 else PLATFORMS
+
+
 async def async_setup_entry(hass: HomeAssistant, entry: EkmConfigEntry) -> bool:
-    """Set up an EKM Push account."""
+    """Set up an EKM Push account or an RS-485 meter bus."""
+    if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485:
+        return await _async_setup_rs485(hass, entry)
     client = EkmCloudClient(
         async_get_clientsession(hass),
         entry.data[CONF_API_KEY],
@@ -100,9 +125,50 @@ async def _async_push_manager(
     )
 
 
+async def _async_setup_rs485(hass: HomeAssistant, entry: EkmConfigEntry) -> bool:
+    """Set up the meters on one RS-485 bus."""
+    meters: dict[str, dict[str, str]] = entry.data[CONF_METERS]
+    bus = EkmBus(
+        entry.data[CONF_PORT],
+        b_every=entry.options.get(CONF_FULL_READ_EVERY, DEFAULT_FULL_READ_EVERY),
+        protocols={m.get("poll", a): m["protocol"] for a, m in meters.items() if "protocol" in m},
+    )
+    entry.async_on_unload(bus.close)
+    coordinator = EkmRs485Coordinator(hass, entry, bus)
+    await coordinator.async_config_entry_first_refresh()
+    entry.runtime_data = EkmRuntimeData(coordinator=coordinator, bus=bus)
+    registry = dr.async_get(hass)
+    hub = registry.async_get_or_create(
+        config_entry_id=entry.entry_id,
+        identifiers={(DOMAIN, bus_identifier(entry))},
+        manufacturer=MANUFACTURER,
+        model="RS-485 meter bus",
+        name=f"RS-485 {redact_port(entry.data[CONF_PORT])}",
+    )
+
+    @callback
+    def _sync() -> None:
+        async_sync_devices(hass, entry, coordinator.data, hub_id=hub.id)
+
+    _sync()
+    entry.async_on_unload(coordinator.async_add_listener(_sync))
+    await hass.config_entries.async_forward_entry_setups(entry, RS485_PLATFORMS)
+    return True
+
+
+def bus_identifier(entry: EkmConfigEntry) -> str:
+    """Device identifier of an RS-485 bus."""
+    return f"rs485_{entry.unique_id}"
+
+
+def redact_port(port: str) -> str:
+    """The port with any credentials in a URL removed."""
+    return redact_url(port) if "://" in port else port
+
+
 async def async_unload_entry(hass: HomeAssistant, entry: EkmConfigEntry) -> bool:
     """Unload an entry."""
-    return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+    return await hass.config_entries.async_unload_platforms(entry, platforms(entry))
 
 
 async def async_remove_config_entry_device(
@@ -110,14 +176,14 @@ async def async_remove_config_entry_device(
 ) -> bool:
     """Allow removing a device that is no longer on the account."""
     data = entry.runtime_data.coordinator.data
-    return not any(
-        ident[0] == DOMAIN and (ident[1] in data.devices or ident[1] in data.gateways)
-        for ident in device.identifiers
-    )
+    keep = set(data.devices) | set(data.gateways) | {bus_identifier(entry)}
+    return not any(ident[0] == DOMAIN and ident[1] in keep for ident in device.identifiers)
 
 
 @callback
-def async_sync_devices(hass: HomeAssistant, entry: EkmConfigEntry, data: EkmData) -> None:
+def async_sync_devices(
+    hass: HomeAssistant, entry: EkmConfigEntry, data: EkmData, *, hub_id: str | None = None
+) -> None:
     """Create or update a device per gateway and meter; remove those that are gone.
 
     Devices are made here, in one place, so that gateways exist before the meters that
@@ -149,9 +215,9 @@ def async_sync_devices(hass: HomeAssistant, entry: EkmConfigEntry, data: EkmData
             name=info.name or f"{'ioStack' if is_iostack else 'Omnimeter'} {address}",
             serial_number=address,
             sw_version=reading.text("Firmware") if reading else None,
-            via_device_id=gateway_ids.get(info.gateway_mac or ""),
+            via_device_id=gateway_ids.get(info.gateway_mac or "", hub_id),
         )
-    known = set(data.devices) | set(data.gateways)
+    known = set(data.devices) | set(data.gateways) | {bus_identifier(entry)}
     for device in dr.async_entries_for_config_entry(registry, entry.entry_id):
         idents = {i[1] for i in device.identifiers if i[0] == DOMAIN}
         if idents and not idents & known:

@@ -1,4 +1,4 @@
-"""Config flow: an EKM Push account key, validated against the Account API."""
+"""Config flow: an EKM Push account (key checked with EKM) or a local RS-485 meter bus."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 import hashlib
+import re
 from typing import Any
 
 from homeassistant.config_entries import (
@@ -13,11 +14,12 @@ from homeassistant.config_entries import (
     ConfigFlowResult,
     OptionsFlowWithReload,
 )
-from homeassistant.const import CONF_API_KEY
+from homeassistant.const import CONF_API_KEY, CONF_PORT
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.data_entry_flow import section
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.selector import (
+    BooleanSelector,
     NumberSelector,
     NumberSelectorConfig,
     NumberSelectorMode,
@@ -30,28 +32,41 @@ from homeassistant.helpers.selector import (
     TextSelectorType,
 )
 import probatio as vol
+import serialx
 from yarl import URL
 
 from . import EkmConfigEntry
 from .const import (
+    CONF_ADDRESSES,
     CONF_ADVANCED,
+    CONF_ENTRY_TYPE,
     CONF_EXCLUDED_METERS,
+    CONF_FULL_READ_EVERY,
     CONF_GATEWAY_KEYS,
     CONF_METERS,
     CONF_MQTT_CA_FILE,
     CONF_MQTT_SERVER,
     CONF_NEW_GATEWAY_KEYS,
+    CONF_PASSWORDS,
     CONF_SCAN_INTERVAL,
     CONF_SERVER,
+    CONF_SINGLE_METER,
     CONF_STALE_THRESHOLD,
+    DEFAULT_FULL_READ_EVERY,
+    DEFAULT_RS485_SCAN_INTERVAL,
+    DEFAULT_RS485_STALE_THRESHOLD,
     DEFAULT_SCAN_INTERVAL,
     DEFAULT_STALE_THRESHOLD,
     DOMAIN,
+    ENTRY_RS485,
     LOGGER,
     MAX_SCAN_INTERVAL,
     MAX_STALE_THRESHOLD,
+    MIN_RS485_STALE_THRESHOLD,
     MIN_SCAN_INTERVAL,
     MIN_STALE_THRESHOLD,
+    WILDCARD_ADDRESS,
+    rs485_min_interval,
 )
 from .coordinator import EkmCloudCoordinator
 from .push import async_check_gateway_key, async_create_ssl_context
@@ -62,10 +77,13 @@ from .pyekm import (
     EkmCloudClient,
     EkmConnectionError,
     EkmError,
+    EkmNoResponseError,
     EkmRateLimitError,
+    normalize_address,
 )
 from .pyekm.mqtt import DEFAULT_MQTT_SERVER, parse_server
 from .pyekm.redact import mask
+from .pyekm.rs485.client import EkmBus
 
 CONF_PUSH = "push"
 
@@ -215,6 +233,10 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
         return EkmOptionsFlow()
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Choose: an EKM Push account (cloud) or meters on a local RS-485 bus."""
+        return self.async_show_menu(step_id="user", menu_options=["cloud", "rs485"])
+
+    async def async_step_cloud(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Ask for the account key (and, under Advanced, another EKM server)."""
         errors: dict[str, str] = {}
         if user_input is not None:
@@ -231,9 +253,58 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
                     self._gateways = {gw.mac for gw in account.gateways}
                     return await self.async_step_gateway_keys()
         return self.async_show_form(
-            step_id="user",
+            step_id="cloud",
             data_schema=self.add_suggested_values_to_schema(_key_schema(), user_input),
             errors=errors,
+        )
+
+    async def async_step_rs485(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the port and the meter addresses; read each meter before going on."""
+        errors: dict[str, str] = {}
+        placeholders: dict[str, str] = {}
+        if user_input is not None:
+            port = user_input[CONF_PORT].strip()
+            await self.async_set_unique_id(port)
+            self._abort_if_unique_id_configured()
+            meters, errors, placeholders = await _async_probe_bus(port, user_input)
+            if not errors:
+                self._data = {CONF_ENTRY_TYPE: ENTRY_RS485, CONF_PORT: port, CONF_METERS: meters}
+                return await self.async_step_rs485_passwords()
+        return self.async_show_form(
+            step_id="rs485",
+            data_schema=self.add_suggested_values_to_schema(
+                await _async_bus_schema(self.hass), user_input
+            ),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def async_step_rs485_passwords(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Optional meter passwords (for relays and settings); blank = factory default."""
+        meters: dict[str, dict[str, str]] = self._data[CONF_METERS]
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            passwords = {a: str(pw).strip() for a, pw in user_input.items() if str(pw).strip()}
+            if any(not (pw.isdigit() and len(pw) == 8) for pw in passwords.values()):
+                errors["base"] = "invalid_password"
+            else:
+                return self.async_create_entry(
+                    title=f"RS-485 {self._data[CONF_PORT]}",
+                    data={**self._data, CONF_PASSWORDS: passwords},
+                    options={
+                        CONF_SCAN_INTERVAL: max(
+                            DEFAULT_RS485_SCAN_INTERVAL, rs485_min_interval(len(meters))
+                        )
+                    },
+                )
+        return self.async_show_form(
+            step_id="rs485_passwords",
+            data_schema=vol.Schema({vol.Optional(a): KEY_SELECTOR for a in meters}),
+            errors=errors,
+            description_placeholders={"meters": ", ".join(meters)},
+            last_step=True,
         )
 
     async def async_step_gateway_keys(
@@ -302,8 +373,10 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_reconfigure(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """Change the key or the server of an existing account."""
+        """Change the key or the server of an existing account (or a bus's port and meters)."""
         entry = self._get_reconfigure_entry()
+        if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485:
+            return await self.async_step_reconfigure_rs485(user_input)
         errors: dict[str, str] = {}
         if user_input is not None:
             key = user_input[CONF_API_KEY].strip()
@@ -328,6 +401,122 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
             errors=errors,
         )
 
+    async def async_step_reconfigure_rs485(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Change the port or the meters of an RS-485 bus."""
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        placeholders: dict[str, str] = {}
+        if user_input is not None:
+            port = user_input[CONF_PORT].strip()
+            loaded = entry.runtime_data.bus if hasattr(entry, "runtime_data") else None
+            same = loaded if loaded is not None and port == entry.data[CONF_PORT] else None
+            meters, errors, placeholders = await _async_probe_bus(port, user_input, same)
+            if not errors:
+                passwords = {
+                    a: pw for a, pw in entry.data.get(CONF_PASSWORDS, {}).items() if a in meters
+                }
+                return self.async_update_reload_and_abort(
+                    entry,
+                    unique_id=port,
+                    title=f"RS-485 {port}",
+                    data_updates={CONF_PORT: port, CONF_METERS: meters, CONF_PASSWORDS: passwords},
+                )
+        meters_now: dict[str, dict[str, str]] = entry.data[CONF_METERS]
+        single = any(m.get("poll") == WILDCARD_ADDRESS for m in meters_now.values())
+        suggested = user_input or {
+            CONF_PORT: entry.data[CONF_PORT],
+            CONF_ADDRESSES: "" if single else ", ".join(meters_now),
+            CONF_SINGLE_METER: single,
+        }
+        return self.async_show_form(
+            step_id="reconfigure_rs485",
+            data_schema=self.add_suggested_values_to_schema(
+                await _async_bus_schema(self.hass), suggested
+            ),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+
+async def _async_bus_schema(hass: HomeAssistant) -> vol.Schema:
+    """Port (the host's serial ports offered, or a URL typed in) and meter addresses."""
+    ports = await serialx.async_list_serial_ports()
+    options = [
+        SelectOptionDict(
+            value=p.device,
+            label=" - ".join(x for x in (p.device, p.manufacturer, p.product) if x),
+        )
+        for p in ports
+    ]
+    return vol.Schema(
+        {
+            vol.Required(CONF_PORT): SelectSelector(
+                SelectSelectorConfig(
+                    options=options, custom_value=True, mode=SelectSelectorMode.DROPDOWN
+                )
+            ),
+            vol.Optional(CONF_ADDRESSES, default=""): TextSelector(),
+            vol.Optional(CONF_SINGLE_METER, default=False): BooleanSelector(),
+        }
+    )
+
+
+async def _async_probe_bus(
+    port: str, user_input: dict[str, Any], bus: EkmBus | None = None
+) -> tuple[dict[str, dict[str, str]], dict[str, str], dict[str, str]]:
+    """Read every meter once; returns ({address: {protocol[, poll]}}, errors, placeholders).
+
+    ``bus``: the entry's own bus when reconfiguring the same port (it holds the port).
+    """
+    single = bool(user_input.get(CONF_SINGLE_METER))
+    try:
+        addresses = parse_addresses(user_input.get(CONF_ADDRESSES, ""))
+    except ValueError as err:
+        return {}, {CONF_ADDRESSES: "invalid_address"}, {"meter": str(err)}
+    if single:
+        addresses = [WILDCARD_ADDRESS]
+    elif not addresses:
+        return {}, {CONF_ADDRESSES: "no_addresses"}, {}
+    meters: dict[str, dict[str, str]] = {}
+    owned = bus is None
+    try:
+        if bus is None:
+            bus = EkmBus(port, retries=1)
+        for address in addresses:
+            try:
+                reading = await bus.read(address)
+            except EkmNoResponseError:
+                return {}, {"base": "no_response"}, {"meter": address}
+            meter = {"protocol": "v3" if reading.protocol == "v3" else "v4"}
+            if single:
+                meter["poll"] = WILDCARD_ADDRESS
+            meters[reading.address] = meter
+    except EkmConnectionError as err:
+        LOGGER.debug("Cannot open %s: %s", port, err)
+        return {}, {"base": "cannot_open_port"}, {}
+    except EkmError as err:
+        LOGGER.debug("Bad answer on %s: %s", port, err)
+        return {}, {"base": "bad_response"}, {"meter": address}
+    finally:
+        if owned and bus is not None:
+            await bus.close()
+    return meters, {}, {}
+
+
+def parse_addresses(text: str) -> list[str]:
+    """12-digit addresses from a comma/space separated list (ValueError names a bad one)."""
+    result: list[str] = []
+    for part in re.split(r"[\s,;~]+", text.strip()):
+        if not part:
+            continue
+        try:
+            result.append(normalize_address(part))
+        except ValueError:
+            raise ValueError(part) from None
+    return list(dict.fromkeys(result))
+
 
 def _key_schema() -> vol.Schema:
     return vol.Schema(
@@ -347,6 +536,8 @@ class EkmOptionsFlow(OptionsFlowWithReload):
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Show the options."""
         entry: EkmConfigEntry = self.config_entry
+        if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485:
+            return await self._async_step_rs485(user_input)
         coordinator = entry.runtime_data.coordinator if hasattr(entry, "runtime_data") else None
         addresses = (
             sorted(coordinator.account_devices)
@@ -435,4 +626,62 @@ class EkmOptionsFlow(OptionsFlowWithReload):
             data_schema=vol.Schema(schema),
             errors=errors,
             description_placeholders=placeholders,
+        )
+
+    async def _async_step_rs485(self, user_input: dict[str, Any] | None) -> ConfigFlowResult:
+        """Options of an RS-485 bus: poll interval, staleness, full reads, meters."""
+        entry: EkmConfigEntry = self.config_entry
+        addresses = sorted(entry.data[CONF_METERS])
+        minimum = rs485_min_interval(len(addresses))
+        options = entry.options
+        if user_input is not None:
+            selected = set(user_input.get(CONF_METERS, addresses))
+            return self.async_create_entry(
+                data={
+                    CONF_SCAN_INTERVAL: max(minimum, int(user_input[CONF_SCAN_INTERVAL])),
+                    CONF_STALE_THRESHOLD: int(user_input[CONF_STALE_THRESHOLD]),
+                    CONF_FULL_READ_EVERY: int(user_input[CONF_FULL_READ_EVERY]),
+                    CONF_EXCLUDED_METERS: sorted(set(addresses) - selected),
+                }
+            )
+
+        def box(low: int, high: int, unit: str = "s") -> NumberSelector:
+            return NumberSelector(
+                NumberSelectorConfig(
+                    min=low, max=high, step=1, unit_of_measurement=unit, mode=NumberSelectorMode.BOX
+                )
+            )
+
+        excluded = set(options.get(CONF_EXCLUDED_METERS, ()))
+        schema = vol.Schema(
+            {
+                vol.Required(
+                    CONF_SCAN_INTERVAL,
+                    default=options.get(
+                        CONF_SCAN_INTERVAL, max(minimum, DEFAULT_RS485_SCAN_INTERVAL)
+                    ),
+                ): box(minimum, MAX_SCAN_INTERVAL),
+                vol.Required(
+                    CONF_STALE_THRESHOLD,
+                    default=options.get(CONF_STALE_THRESHOLD, DEFAULT_RS485_STALE_THRESHOLD),
+                ): box(MIN_RS485_STALE_THRESHOLD, MAX_STALE_THRESHOLD),
+                vol.Required(
+                    CONF_FULL_READ_EVERY,
+                    default=options.get(CONF_FULL_READ_EVERY, DEFAULT_FULL_READ_EVERY),
+                ): box(1, 100, "reads"),
+                vol.Required(
+                    CONF_METERS, default=[a for a in addresses if a not in excluded]
+                ): SelectSelector(
+                    SelectSelectorConfig(
+                        options=[SelectOptionDict(value=a, label=a) for a in addresses],
+                        multiple=True,
+                        mode=SelectSelectorMode.LIST,
+                    )
+                ),
+            }
+        )
+        return self.async_show_form(
+            step_id="init",
+            data_schema=schema,
+            description_placeholders={"minimum": str(minimum)},
         )

@@ -35,3 +35,26 @@ CONF_MQTT_SERVER: Final = "mqtt_server"
 CONF_MQTT_CA_FILE: Final = "mqtt_ca_file"
 # While a gateway's stream is up its meters are polled only this often (safety net).
 SAFETY_NET_INTERVAL: Final = timedelta(minutes=15)
+
+# Entry types: an EKM Push account (cloud) or a local RS-485 meter bus.
+CONF_ENTRY_TYPE: Final = "entry_type"
+ENTRY_CLOUD: Final = "cloud"
+ENTRY_RS485: Final = "rs485"
+CONF_PASSWORDS: Final = "passwords"
+CONF_SINGLE_METER: Final = "single_meter"
+CONF_ADDRESSES: Final = "addresses"
+CONF_FULL_READ_EVERY: Final = "full_read_every"
+WILDCARD_ADDRESS: Final = "999999999999"
+# A v4/v5 read (A + B + close) takes about 0.76 s on the 9600 baud line; with B every
+# few reads a meter needs about 0.45 s. The poll interval allows 1 s per meter.
+RS485_SECONDS_PER_METER: Final = 1.0
+DEFAULT_RS485_SCAN_INTERVAL: Final = 5
+MIN_RS485_SCAN_INTERVAL: Final = 2
+DEFAULT_RS485_STALE_THRESHOLD: Final = 60
+MIN_RS485_STALE_THRESHOLD: Final = 15
+DEFAULT_FULL_READ_EVERY: Final = 10
+
+
+def rs485_min_interval(meters: int) -> int:
+    """The shortest poll interval (s) the bus allows for this many meters."""
+    return max(MIN_RS485_SCAN_INTERVAL, int(-(-meters * RS485_SECONDS_PER_METER // 1)))

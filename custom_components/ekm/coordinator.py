@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from homeassistant.core import HomeAssistant
-from homeassistant.exceptions import ConfigEntryAuthFailed
+from homeassistant.exceptions import (
+    ConfigEntryAuthFailed,
+    HomeAssistantError,
+    ServiceValidationError,
+)
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 from homeassistant.util import dt as dt_util
 
 from .const import (
     ACCOUNT_REFRESH_INTERVAL,
     CONF_EXCLUDED_METERS,
+    CONF_METERS,
+    CONF_PASSWORDS,
     CONF_SCAN_INTERVAL,
     CONF_STALE_THRESHOLD,
+    DEFAULT_RS485_SCAN_INTERVAL,
+    DEFAULT_RS485_STALE_THRESHOLD,
     DEFAULT_SCAN_INTERVAL,
     DEFAULT_STALE_THRESHOLD,
     DOMAIN,
@@ -28,12 +36,16 @@ from .pyekm import (
     DeviceInfo,
     EkmAuthError,
     EkmCloudClient,
+    EkmCommandError,
     EkmError,
+    EkmPasswordError,
     EkmRateLimitError,
+    EkmUnsupportedError,
     GatewayInfo,
     MeterReading,
 )
 from .pyekm.catalog import derive
+from .pyekm.rs485.client import EkmBus
 
 if TYPE_CHECKING:
     from . import EkmConfigEntry
@@ -264,3 +276,88 @@ class EkmCloudCoordinator(EkmCoordinator):
 
     def _included(self) -> dict[str, DeviceInfo]:
         return {a: d for a, d in self.account_devices.items() if a not in self.excluded}
+
+
+class EkmRs485Coordinator(EkmCoordinator):
+    """Reads every meter on one RS-485 bus in turn (the bus serializes access)."""
+
+    def __init__(self, hass: HomeAssistant, entry: EkmConfigEntry, bus: EkmBus) -> None:
+        super().__init__(hass, entry, name=f"{DOMAIN} rs485")
+        self.bus = bus
+        meters: Mapping[str, Mapping[str, str]] = entry.data[CONF_METERS]
+        # Real address -> address polled (the wildcard for a single meter on the bus).
+        self.poll_address = {a: m.get("poll", a) for a, m in meters.items()}
+        self.passwords: Mapping[str, str] = entry.data.get(CONF_PASSWORDS, {})
+        excluded = set(entry.options.get(CONF_EXCLUDED_METERS, ()))
+        self.devices = {
+            a: DeviceInfo(address=a) for a in sorted(self.poll_address) if a not in excluded
+        }
+        self.stale_after = timedelta(
+            seconds=entry.options.get(CONF_STALE_THRESHOLD, DEFAULT_RS485_STALE_THRESHOLD)
+        )
+        self.update_interval = timedelta(
+            seconds=entry.options.get(CONF_SCAN_INTERVAL, DEFAULT_RS485_SCAN_INTERVAL)
+        )
+        self.errors: dict[str, str] = {}  # last error per meter (diagnostics)
+
+    async def _async_update_data(self) -> EkmData:
+        readings: list[MeterReading] = []
+        failures: list[EkmError] = []
+        for address in self.devices:
+            try:
+                reading = await self.bus.read(self.poll_address[address])
+            except EkmError as err:
+                failures.append(err)
+                self.errors[address] = f"{type(err).__name__}: {err}"
+                continue
+            self.errors.pop(address, None)
+            readings.append(replace(reading, address=address))
+        if failures and not readings:
+            raise UpdateFailed(
+                translation_domain=DOMAIN,
+                translation_key="bus_error",
+                translation_placeholders={"port": self.bus.port, "error": str(failures[0])},
+            )
+        return self.build_data(readings, devices=self.devices)
+
+    async def async_command(
+        self,
+        address: str,
+        command: Callable[[str, str | None], Awaitable[None]],
+    ) -> None:
+        """Run a write command on a meter, then read it back so entities show the result.
+
+        ``command(poll_address, password)``. Errors become translated exceptions.
+        """
+        try:
+            await command(self.poll_address[address], self.passwords.get(address) or None)
+        except EkmPasswordError as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="wrong_password",
+                translation_placeholders={"meter": address},
+            ) from err
+        except EkmUnsupportedError as err:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="not_supported",
+                translation_placeholders={"meter": address},
+            ) from err
+        except EkmCommandError as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="command_failed",
+                translation_placeholders={"meter": address},
+            ) from err
+        except EkmError as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="bus_error",
+                translation_placeholders={"port": self.bus.port, "error": str(err)},
+            ) from err
+        try:
+            reading = await self.bus.read(self.poll_address[address])
+        except EkmError:
+            await self.async_request_refresh()
+        else:
+            self.async_push_readings([replace(reading, address=address)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from homeassistant.components.diagnostics import async_redact_data
@@ -28,8 +29,9 @@ async def async_get_config_entry_diagnostics(
             "data": async_redact_data(dict(entry.data), TO_REDACT),
             "options": async_redact_data(dict(entry.options), TO_REDACT),
         },
-        "server": client.server,
-        "requests": client.requests,
+        "server": client.server if client else None,
+        "requests": client.requests if client else None,
+        "bus": _bus(entry),
         "last_update_success": coordinator.last_update_success,
         "update_interval_s": (
             coordinator.update_interval.total_seconds() if coordinator.update_interval else None
@@ -72,3 +74,15 @@ def _scrub(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
         return redact_text(value, secrets)
     return value
+
+
+def _bus(entry: EkmConfigEntry) -> dict[str, Any] | None:
+    bus = entry.runtime_data.bus
+    if bus is None:
+        return None
+    coordinator = entry.runtime_data.coordinator
+    return {
+        "stats": asdict(bus.stats),
+        "connected": bus.connected,
+        "errors": getattr(coordinator, "errors", {}),
+    }

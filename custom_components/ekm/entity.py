@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from homeassistant.core import callback
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.device_registry import DeviceInfo
-from homeassistant.helpers.entity import EntityDescription
+from homeassistant.helpers.entity import Entity, EntityDescription
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
 from .const import DOMAIN
-from .coordinator import EkmCoordinator
+from .coordinator import EkmCoordinator, EkmRs485Coordinator
 from .pyekm import MeterReading
+from .pyekm.rs485.client import EkmBus
+
+if TYPE_CHECKING:
+    from . import EkmConfigEntry
 
 
 class EkmEntity(CoordinatorEntity[EkmCoordinator]):
@@ -35,3 +45,65 @@ class EkmEntity(CoordinatorEntity[EkmCoordinator]):
     def available(self) -> bool:
         """Available while the last update worked and the meter's data is fresh."""
         return super().available and self.reading is not None
+
+
+@callback
+def async_add_meter_entities[D: EntityDescription](
+    entry: EkmConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+    descriptions: Sequence[D],
+    present: Callable[[D, MeterReading], bool],
+    factory: Callable[[EkmCoordinator, str, D], Entity],
+) -> None:
+    """Add an entity per meter and description the meter supports, now and later.
+
+    Re-checked whenever a meter's set of reported fields changes, so new meters and
+    fields that appear later get their entities without a reload.
+    """
+    coordinator = entry.runtime_data.coordinator
+    known: set[tuple[str, str]] = set()
+    seen_fields: dict[str, frozenset[str]] = {}
+
+    @callback
+    def _add_new() -> None:
+        new: list[Entity] = []
+        for address, reading in coordinator.data.readings.items():
+            fields = frozenset(reading.values)
+            if seen_fields.get(address) == fields:
+                continue
+            seen_fields[address] = fields
+            for description in descriptions:
+                if (address, description.key) not in known and present(description, reading):
+                    known.add((address, description.key))
+                    new.append(factory(coordinator, address, description))
+        if new:
+            async_add_entities(new)
+
+    _add_new()
+    entry.async_on_unload(coordinator.async_add_listener(_add_new))
+
+
+class EkmCommandEntity(EkmEntity):
+    """An entity that writes to a meter over RS-485."""
+
+    coordinator: EkmRs485Coordinator
+
+    @property
+    def bus(self) -> EkmBus:
+        """The meter's bus."""
+        return self.coordinator.bus
+
+    def _require_reading(self) -> MeterReading:
+        reading = self.reading
+        if reading is None:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="meter_unavailable",
+                translation_placeholders={"meter": self.address},
+            )
+        return reading
+
+
+def is_v4(reading: MeterReading) -> bool:
+    """Whether the meter speaks the v4/v5 protocol (relays, settings)."""
+    return reading.protocol in ("v4", "v5") or "State_Out" in reading.values

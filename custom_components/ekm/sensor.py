@@ -31,7 +31,7 @@ from homeassistant.helpers.typing import StateType
 
 from . import EkmConfigEntry
 from .coordinator import EkmCoordinator
-from .entity import EkmEntity
+from .entity import EkmEntity, async_add_meter_entities
 from .pyekm import FIELDS, MeterReading
 from .pyekm.catalog import ENUMS, power_factor
 
@@ -364,27 +364,13 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add sensors for the fields each meter reports, now and as meters appear."""
-    coordinator = entry.runtime_data.coordinator
-    known: set[tuple[str, str]] = set()
-    seen_fields: dict[str, frozenset[str]] = {}
-
-    @callback
-    def _add_new() -> None:
-        new: list[EkmSensor] = []
-        for address, reading in coordinator.data.readings.items():
-            fields = frozenset(reading.values)
-            if seen_fields.get(address) == fields:
-                continue
-            seen_fields[address] = fields
-            for description in SENSORS:
-                if (address, description.key) not in known and description.present(reading):
-                    known.add((address, description.key))
-                    new.append(EkmSensor(coordinator, address, description))
-        if new:
-            async_add_entities(new)
-
-    _add_new()
-    entry.async_on_unload(coordinator.async_add_listener(_add_new))
+    async_add_meter_entities(
+        entry,
+        async_add_entities,
+        SENSORS,
+        lambda description, reading: description.present(reading),
+        EkmSensor,
+    )
 
 
 class EkmSensor(EkmEntity, RestoreSensor, SensorEntity):

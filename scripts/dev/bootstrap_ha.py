@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 DEMO_ACCOUNT_KEY = "MTAxMDoyMDIw"
-USERNAME = PASSWORD = "dev"
+USERNAME = PASSWORD = "dev"  # noqa: S105 - the documented development login
 GRID_METER = "000000000099"  # the solar home: imports at night, exports by day
 DEVICE_METERS = ("000000010389", "000000010388", "000000015635", "000300000001")
 
@@ -25,9 +25,9 @@ def log(message: str) -> None:
     print(f"[develop] {message}", file=sys.stderr, flush=True)
 
 
-async def wait_for(session: aiohttp.ClientSession, url: str, timeout: float = 300) -> None:
+async def wait_for(session: aiohttp.ClientSession, url: str) -> None:
     """Wait until Home Assistant answers HTTP."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + 300
     while True:
         try:
             async with session.get(f"{url}/api/onboarding") as response:
@@ -147,16 +147,16 @@ async def configure_energy(session: aiohttp.ClientSession, url: str, access: str
         for _ in range(60):
             registry = await call({"type": "config/entity_registry/list"})
             entities = {
-                e["unique_id"]: e["entity_id"]
-                for e in registry["result"]
-                if e["platform"] == "ekm"
+                e["unique_id"]: e["entity_id"] for e in registry["result"] if e["platform"] == "ekm"
             }
             if any(uid.endswith(f"{GRID_METER}_energy_import") for uid in entities):
                 break
             await asyncio.sleep(1)
 
         def entity(address: str, key: str) -> str | None:
-            return next((e for uid, e in entities.items() if uid.endswith(f"_{address}_{key}")), None)
+            return next(
+                (e for uid, e in entities.items() if uid.endswith(f"_{address}_{key}")), None
+            )
 
         grid = {
             "type": "grid",

@@ -25,8 +25,13 @@ from ekmsim.fleet import DEMO_ACCOUNT_KEY, DEMO_GATEWAY_KEY, Fleet
 
 async def _start(hass: HomeAssistant) -> str:
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    assert result["type"] is FlowResultType.MENU
+    assert result["menu_options"] == ["cloud", "rs485"]
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": "cloud"}
+    )
     assert result["type"] is FlowResultType.FORM
-    assert result["step_id"] == "user"
+    assert result["step_id"] == "cloud"
     return result["flow_id"]
 
 
@@ -108,9 +113,7 @@ async def test_user_flow_cannot_connect(hass: HomeAssistant, unused_tcp_port: in
     assert result["errors"] == {"base": "cannot_connect"}
 
 
-@pytest.mark.parametrize(
-    "server", ["ftp://example.com", "not a url", "http://", "http://[broken"]
-)
+@pytest.mark.parametrize("server", ["ftp://example.com", "not a url", "http://", "http://[broken"])
 async def test_user_flow_invalid_server(hass: HomeAssistant, server: str) -> None:
     flow_id = await _start(hass)
     result = await hass.config_entries.flow.async_configure(
@@ -146,7 +149,8 @@ async def test_reauth(
 
     # A key of another account.
     result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_API_KEY: "OTk5OTpvdGhlcg"}  # 9999:other
+        result["flow_id"],
+        {CONF_API_KEY: "OTk5OTpvdGhlcg"},  # 9999:other
     )
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "wrong_account"
@@ -192,9 +196,7 @@ async def test_reconfigure(
     assert result["reason"] == "wrong_account"
 
 
-async def test_options(
-    hass: HomeAssistant, loaded_entry: MockConfigEntry, fleet: Fleet
-) -> None:
+async def test_options(hass: HomeAssistant, loaded_entry: MockConfigEntry, fleet: Fleet) -> None:
     result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
     assert result["type"] is FlowResultType.FORM
     schema_keys = {str(k) for k in result["data_schema"].schema}

@@ -9,8 +9,8 @@ from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, entity_registry as er
-import pytest
 from homeassistant.util import dt as dt_util
+import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_fire_time_changed,
@@ -45,19 +45,27 @@ async def test_devices_and_gateway_links(
     fleet: Fleet,
     device_registry: dr.DeviceRegistry,
 ) -> None:
-    gateway = device_registry.async_get_device_by_identifier((DOMAIN, DEMO_GATEWAY_MAC), loaded_entry.entry_id)
+    gateway = device_registry.async_get_device_by_identifier(
+        (DOMAIN, DEMO_GATEWAY_MAC), loaded_entry.entry_id
+    )
     assert gateway is not None
     assert gateway.name == "Demo Push3"
     assert gateway.model == "Push3 gateway"
-    meter = device_registry.async_get_device_by_identifier((DOMAIN, DEMO_METER), loaded_entry.entry_id)
+    meter = device_registry.async_get_device_by_identifier(
+        (DOMAIN, DEMO_METER), loaded_entry.entry_id
+    )
     assert meter is not None
     assert meter.via_device_id == gateway.id
     assert meter.model == "Omnimeter Pulse v.4"
     assert meter.serial_number == DEMO_METER
     assert meter.sw_version == fleet.meters[DEMO_METER].firmware
-    v3 = device_registry.async_get_device_by_identifier((DOMAIN, "000000010388"), loaded_entry.entry_id)
+    v3 = device_registry.async_get_device_by_identifier(
+        (DOMAIN, "000000010388"), loaded_entry.entry_id
+    )
     assert v3 is not None and v3.model == "Omnimeter I v.3"
-    loose = device_registry.async_get_device_by_identifier((DOMAIN, "000300000001"), loaded_entry.entry_id)
+    loose = device_registry.async_get_device_by_identifier(
+        (DOMAIN, "000300000001"), loaded_entry.entry_id
+    )
     assert loose is not None and loose.via_device_id is None
     devices = dr.async_entries_for_config_entry(device_registry, loaded_entry.entry_id)
     assert len(devices) == len(fleet.meters) + len(fleet.gateways)
@@ -93,8 +101,13 @@ async def test_not_ready_when_cloud_down(
 
 @pytest.mark.parametrize(
     "fault",
-    [{"error_rates": {500: 1.0}}, {"error_rates": {502: 1.0}}, {"malformed": "not_json"},
-     {"malformed": "truncated"}, {"malformed": "wrong_shape"}],
+    [
+        {"error_rates": {500: 1.0}},
+        {"error_rates": {502: 1.0}},
+        {"malformed": "not_json"},
+        {"malformed": "truncated"},
+        {"malformed": "wrong_shape"},
+    ],
 )
 async def test_failure_then_recovery(
     hass: HomeAssistant,
@@ -141,7 +154,7 @@ async def test_timeout_then_recovery(
     hass: HomeAssistant, loaded_entry: MockConfigEntry, cloud: CloudSimulator
 ) -> None:
     client = loaded_entry.runtime_data.client
-    client._timeout = __import__("aiohttp").ClientTimeout(total=0.2)  # noqa: SLF001
+    client._timeout = __import__("aiohttp").ClientTimeout(total=0.2)
     cloud.faults.latency_s = 1.0
     await _refresh(hass, loaded_entry)
     assert hass.states.get(DEMO_POWER).state == STATE_UNAVAILABLE
@@ -187,9 +200,17 @@ async def test_new_and_removed_meters(
             gateway.meters.remove(removed)
     freezer.tick(timedelta(minutes=31))
     await _refresh(hass, loaded_entry)
-    assert device_registry.async_get_device_by_identifier((DOMAIN, "000000077777"), loaded_entry.entry_id) is not None
+    assert (
+        device_registry.async_get_device_by_identifier(
+            (DOMAIN, "000000077777"), loaded_entry.entry_id
+        )
+        is not None
+    )
     assert hass.states.get("sensor.omnimeter_000000077777_power") is not None
-    assert device_registry.async_get_device_by_identifier((DOMAIN, removed), loaded_entry.entry_id) is None
+    assert (
+        device_registry.async_get_device_by_identifier((DOMAIN, removed), loaded_entry.entry_id)
+        is None
+    )
 
 
 async def test_manual_device_removal(
@@ -198,15 +219,18 @@ async def test_manual_device_removal(
     device_registry: dr.DeviceRegistry,
     hass_ws_client: WebSocketGenerator,
 ) -> None:
-    assert await __import__("homeassistant.setup").setup.async_setup_component(
-        hass, "config", {}
-    )
+    assert await __import__("homeassistant.setup").setup.async_setup_component(hass, "config", {})
     client = await hass_ws_client(hass)
-    meter = device_registry.async_get_device_by_identifier((DOMAIN, DEMO_METER), loaded_entry.entry_id)
+    meter = device_registry.async_get_device_by_identifier(
+        (DOMAIN, DEMO_METER), loaded_entry.entry_id
+    )
     assert meter is not None
     await client.send_json_auto_id(
-        {"type": "config/device_registry/remove_config_entry", "config_entry_id":
-         loaded_entry.entry_id, "device_id": meter.id}
+        {
+            "type": "config/device_registry/remove_config_entry",
+            "config_entry_id": loaded_entry.entry_id,
+            "device_id": meter.id,
+        }
     )
     response = await client.receive_json()
     assert not response["success"]  # still on the account: it would come back
@@ -214,8 +238,11 @@ async def test_manual_device_removal(
         config_entry_id=loaded_entry.entry_id, identifiers={(DOMAIN, "000000099999")}
     )
     await client.send_json_auto_id(
-        {"type": "config/device_registry/remove_config_entry", "config_entry_id":
-         loaded_entry.entry_id, "device_id": orphan.id}
+        {
+            "type": "config/device_registry/remove_config_entry",
+            "config_entry_id": loaded_entry.entry_id,
+            "device_id": orphan.id,
+        }
     )
     response = await client.receive_json()
     assert response["success"]

@@ -174,7 +174,7 @@ async def test_twenty_broker_restarts_lose_nothing(
         await until(hass, lambda: _state(hass, PUSH_SENSOR) == "on")
         fleet.advance(60)  # and one live read after the reconnect
         newest = int(_read_time(fleet, DEMO_METER))
-        await until(hass, lambda: _last_read_ms(hass) == newest)
+        await until(hass, lambda: _last_read_ms(hass) == newest)  # noqa: B023
 
     expected = [
         int(read["Time_Stamp_UTC_ms"])
@@ -296,6 +296,9 @@ async def test_diagnostics_show_push_without_keys(
 
 async def _to_gateway_step(hass: HomeAssistant, cloud: CloudSimulator) -> str:
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": "cloud"}
+    )
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {CONF_API_KEY: DEMO_ACCOUNT_KEY, "advanced": {CONF_SERVER: cloud.url}}
     )
