@@ -47,13 +47,21 @@ async def _start_cloud(fleet: Fleet, args: argparse.Namespace) -> Stop | None:
 
 
 CLOUD = Service("cloud", _cloud_arguments, _start_cloud)
+
+
 def _mqtt_service() -> Service:
     from . import mqtt  # noqa: PLC0415 - keeps `python -m ekmsim --help` light
 
     return Service("mqtt", mqtt.add_arguments, mqtt.start_service)
 
 
-SERVICES: list[Service] = [CLOUD, _mqtt_service()]
+def _rs485_service() -> Service:
+    from . import rs485  # noqa: PLC0415
+
+    return Service("rs485", rs485.add_arguments, rs485.start_service)
+
+
+SERVICES: list[Service] = [CLOUD, _mqtt_service(), _rs485_service()]
 
 
 def say(text: str) -> None:

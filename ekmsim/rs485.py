@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -779,7 +779,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--rs485-meters",
-        help="addresses on the bus, comma separated (default: every meter of the fleet)",
+        help="addresses on the bus, comma separated (default: every meter of the fleet); "
+        "ADDRESS:v3|v4|v5 adds a local-only meter that the cloud account does not have",
     )
 
 
@@ -790,7 +791,7 @@ async def start_from_args(
     if args.rs485_pty is None and args.rs485_tcp is None:
         return None
     wanted = [a.strip() for a in (args.rs485_meters or "").split(",") if a.strip()]
-    meters = [fleet.meters[a] for a in wanted] if wanted else list(fleet.meters.values())
+    meters = [_bus_meter(fleet, a) for a in wanted] if wanted else list(fleet.meters.values())
     bus = VirtualBus(meters)
     if args.rs485_pty is not None:
         link = None if args.rs485_pty == "auto" else args.rs485_pty
@@ -800,6 +801,22 @@ async def start_from_args(
         port = await bus.serve_tcp(host, args.rs485_tcp)
         print(f"rs485: socket://{host}:{port}", flush=True)
     return bus
+
+
+def _bus_meter(fleet: Fleet, spec: str) -> SimMeter:
+    """A fleet meter by address, or ``ADDRESS:PROTOCOL`` for a local-only meter."""
+    address, _, protocol = spec.partition(":")
+    if not protocol:
+        return fleet.meters[address.zfill(12)]
+    return SimMeter(address=address.zfill(12), protocol=protocol, clock=fleet.clock)
+
+
+async def start_service(
+    fleet: Fleet, args: argparse.Namespace
+) -> Callable[[], Awaitable[None]] | None:
+    """``python -m ekmsim`` hook: serve the bus if asked to; returns its stop."""
+    bus = await start_from_args(fleet, args, getattr(args, "host", None) or "127.0.0.1")
+    return None if bus is None else bus.close
 
 
 __all__ = [

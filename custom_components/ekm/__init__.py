@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from homeassistant.config_entries import ConfigEntry
@@ -87,12 +88,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: EkmConfigEntry) -> bool:
     push = await _async_push_manager(hass, entry, coordinator, client)
     entry.runtime_data = EkmRuntimeData(coordinator=coordinator, client=client, push=push)
 
-    @callback
-    def _sync() -> None:
-        async_sync_devices(hass, entry, coordinator.data)
-
-    _sync()
-    entry.async_on_unload(coordinator.async_add_listener(_sync))
+    entry.async_on_unload(coordinator.async_add_listener(_device_syncer(hass, entry)))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     if push is not None:
         push.async_start()
@@ -146,14 +142,33 @@ async def _async_setup_rs485(hass: HomeAssistant, entry: EkmConfigEntry) -> bool
         name=f"RS-485 {redact_port(entry.data[CONF_PORT])}",
     )
 
-    @callback
-    def _sync() -> None:
-        async_sync_devices(hass, entry, coordinator.data, hub_id=hub.id)
-
-    _sync()
-    entry.async_on_unload(coordinator.async_add_listener(_sync))
+    entry.async_on_unload(coordinator.async_add_listener(_device_syncer(hass, entry, hub.id)))
     await hass.config_entries.async_forward_entry_setups(entry, RS485_PLATFORMS)
     return True
+
+
+def _device_syncer(
+    hass: HomeAssistant, entry: EkmConfigEntry, hub_id: str | None = None
+) -> Callable[[], None]:
+    """Sync devices now, and again on updates that change what the registry shows."""
+    last: list[object] = [None]
+
+    @callback
+    def _sync() -> None:
+        data = entry.runtime_data.coordinator.data
+        signature = (
+            tuple(data.gateways.items()),
+            tuple(
+                (a, d, (r := data.readings.get(a)) and (r.text("Model"), r.text("Firmware")))
+                for a, d in data.devices.items()
+            ),
+        )
+        if signature != last[0]:
+            last[0] = signature
+            async_sync_devices(hass, entry, data, hub_id=hub_id)
+
+    _sync()
+    return _sync
 
 
 def bus_identifier(entry: EkmConfigEntry) -> str:

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from homeassistant.config_entries import (
+    SOURCE_RECONFIGURE,
     ConfigFlow,
     ConfigFlowResult,
     OptionsFlowWithReload,
@@ -289,6 +290,22 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
             passwords = {a: str(pw).strip() for a, pw in user_input.items() if str(pw).strip()}
             if any(not (pw.isdigit() and len(pw) == 8) for pw in passwords.values()):
                 errors["base"] = "invalid_password"
+            elif self.source == SOURCE_RECONFIGURE:
+                entry = self._get_reconfigure_entry()
+                kept = {
+                    a: pw for a, pw in entry.data.get(CONF_PASSWORDS, {}).items() if a in meters
+                }
+                port = self._data[CONF_PORT]
+                return self.async_update_reload_and_abort(
+                    entry,
+                    unique_id=port,
+                    title=f"RS-485 {port}",
+                    data_updates={
+                        CONF_PORT: port,
+                        CONF_METERS: meters,
+                        CONF_PASSWORDS: kept | passwords,
+                    },
+                )
             else:
                 return self.async_create_entry(
                     title=f"RS-485 {self._data[CONF_PORT]}",
@@ -414,15 +431,8 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
             same = loaded if loaded is not None and port == entry.data[CONF_PORT] else None
             meters, errors, placeholders = await _async_probe_bus(port, user_input, same)
             if not errors:
-                passwords = {
-                    a: pw for a, pw in entry.data.get(CONF_PASSWORDS, {}).items() if a in meters
-                }
-                return self.async_update_reload_and_abort(
-                    entry,
-                    unique_id=port,
-                    title=f"RS-485 {port}",
-                    data_updates={CONF_PORT: port, CONF_METERS: meters, CONF_PASSWORDS: passwords},
-                )
+                self._data = {CONF_ENTRY_TYPE: ENTRY_RS485, CONF_PORT: port, CONF_METERS: meters}
+                return await self.async_step_rs485_passwords()
         meters_now: dict[str, dict[str, str]] = entry.data[CONF_METERS]
         single = any(m.get("poll") == WILDCARD_ADDRESS for m in meters_now.values())
         suggested = user_input or {

@@ -35,6 +35,24 @@ class EkmEntity(CoordinatorEntity[EkmCoordinator]):
         entry = coordinator.config_entry
         self._attr_unique_id = f"{entry.unique_id}_{address}_{description.key}"
         self._attr_device_info = DeviceInfo(identifiers={(DOMAIN, address)})
+        self._seen: tuple[MeterReading | None, bool] | None = None
+
+    @callback
+    def _handle_coordinator_update(self) -> None:
+        """Write the state only when this meter's reading or availability changed.
+
+        Updates come for every meter (a pushed message is one update); an entity of a
+        meter that did not change has nothing new to write.
+        """
+        seen = (self.reading, self.coordinator.last_update_success)
+        if self._seen is not None and seen[0] is self._seen[0] and seen[1] == self._seen[1]:
+            return
+        self._seen = seen
+        self._update_from_reading()
+        self.async_write_ha_state()
+
+    def _update_from_reading(self) -> None:
+        """Recompute cached values from the (new) reading; entities override this."""
 
     @property
     def reading(self) -> MeterReading | None:
@@ -64,10 +82,15 @@ def async_add_meter_entities[D: EntityDescription](
     known: set[tuple[str, str]] = set()
     seen_fields: dict[str, frozenset[str]] = {}
 
+    seen_readings: dict[str, MeterReading] = {}
+
     @callback
     def _add_new() -> None:
         new: list[Entity] = []
         for address, reading in coordinator.data.readings.items():
+            if seen_readings.get(address) is reading:
+                continue
+            seen_readings[address] = reading
             fields = frozenset(reading.values)
             if seen_fields.get(address) == fields:
                 continue

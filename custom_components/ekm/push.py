@@ -23,7 +23,7 @@ from homeassistant.util.ssl import get_default_context
 
 from .const import DOMAIN, LOGGER
 from .coordinator import EkmCloudCoordinator
-from .pyekm import EkmAuthError, EkmCloudClient, EkmError
+from .pyekm import EkmAuthError, EkmCloudClient, EkmError, MeterReading
 from .pyekm.mqtt import (
     Backoff,
     EkmPushStream,
@@ -110,6 +110,7 @@ class EkmPushManager:
         self.gap_fills = 0
         self.gap_readings = 0
         self._entry = coordinator.config_entry
+        self._pending: list[MeterReading] = []
 
     @callback
     def async_start(self) -> None:
@@ -168,6 +169,7 @@ class EkmPushManager:
             LOGGER.debug("EKM push stream for gateway %s connected", gateway.mac)
         gateway.ever_connected = True
         # Fill the gap before live messages are applied: the stream waits for us.
+        self._flush()
         await self._async_fill_gap(gateway)
         self._set_connected(gateway, True)
 
@@ -186,7 +188,16 @@ class EkmPushManager:
             self.summaries[event.address] = event
             return
         gateway.seen.add(event.address)
-        self.coordinator.async_push_readings([event])
+        # A message's meters arrive one event at a time, back to back: apply them as
+        # one update once the stream yields (not one full update per meter).
+        if not self._pending:
+            self.hass.loop.call_soon(self._flush)
+        self._pending.append(event)
+
+    @callback
+    def _flush(self) -> None:
+        readings, self._pending = self._pending, []
+        self.coordinator.async_push_readings(readings)
 
     # --- gap filling ----------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from homeassistant.const import (
     UnitOfReactiveEnergy,
     UnitOfReactivePower,
 )
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
@@ -399,10 +399,8 @@ class EkmSensor(EkmEntity, RestoreSensor, SensorEntity):
             self._highest = max(self._highest or 0, float(last.native_value))
             self._update_value()
 
-    @callback
-    def _handle_coordinator_update(self) -> None:
+    def _update_from_reading(self) -> None:
         self._update_value()
-        super()._handle_coordinator_update()
 
     def _update_value(self) -> None:
         reading = self.reading

@@ -15,6 +15,9 @@ from typing import Any
 import aiohttp
 
 DEMO_ACCOUNT_KEY = "MTAxMDoyMDIw"
+# The simulator's two Push3 gateways (ekmsim.fleet.Fleet.demo).
+GATEWAY_KEYS = ["NjUyNjk0MzY6KDkkPVtXLUpQZyFmaDBrYTlJ", "NjUyNjk0Mzc6U2ltLUtleS0yIQ"]
+BUS_METERS = "300000001234, 000000022222"
 USERNAME = PASSWORD = "dev"  # noqa: S105 - the documented development login
 GRID_METER = "000000000099"  # the solar home: imports at night, exports by day
 DEVICE_METERS = ("000000010389", "000000010388", "000000015635", "000300000001")
@@ -99,29 +102,53 @@ async def token(session: aiohttp.ClientSession, url: str) -> str:
     return access
 
 
-async def configure_ekm(session: aiohttp.ClientSession, url: str, sim: str, access: str) -> None:
-    """Add the EKM integration against the simulator, unless it is there already."""
+async def configure_ekm(
+    session: aiohttp.ClientSession, url: str, args: argparse.Namespace, access: str
+) -> None:
+    """Add the EKM account and the RS-485 bus, as a user would, unless they are there."""
     headers = {"Authorization": f"Bearer {access}"}
     async with session.get(
         f"{url}/api/config/config_entries/entry", params={"domain": "ekm"}, headers=headers
     ) as response:
-        if await response.json():
-            return
-    log(f"adding EKM Metering against the simulator at {sim}")
-    async with session.post(
-        f"{url}/api/config/config_entries/flow",
-        json={"handler": "ekm", "show_advanced_options": True},
-        headers=headers,
-    ) as response:
-        flow = await response.json()
-    async with session.post(
-        f"{url}/api/config/config_entries/flow/{flow['flow_id']}",
-        json={"api_key": DEMO_ACCOUNT_KEY, "advanced": {"server": sim}},
-        headers=headers,
-    ) as response:
-        result = await response.json()
-    if result.get("type") != "create_entry":
-        raise SystemExit(f"EKM config flow did not finish: {result.get('errors')}")
+        titles = [entry["title"] for entry in await response.json()]
+
+    async def flow(steps: list[dict[str, Any]]) -> dict[str, Any]:
+        async with session.post(
+            f"{url}/api/config/config_entries/flow", json={"handler": "ekm"}, headers=headers
+        ) as response:
+            result: dict[str, Any] = await response.json()
+        for step in steps:
+            async with session.post(
+                f"{url}/api/config/config_entries/flow/{result['flow_id']}",
+                json=step,
+                headers=headers,
+            ) as response:
+                result = await response.json()
+            if result.get("errors"):
+                raise SystemExit(f"EKM config flow step failed: {result['errors']}")
+        return result
+
+    if not any(t.startswith("EKM Push") for t in titles):
+        log(f"adding the EKM Push account (simulator {args.sim}, broker {args.mqtt})")
+        await flow(
+            [
+                {"next_step_id": "cloud"},
+                {"api_key": DEMO_ACCOUNT_KEY, "advanced": {"server": args.sim}},
+                {
+                    "gateway_keys": GATEWAY_KEYS,
+                    "push": {"mqtt_server": args.mqtt, "mqtt_ca_file": args.ca},
+                },
+            ]
+        )
+    if not any(t.startswith("RS-485") for t in titles):
+        log(f"adding the RS-485 bus {args.bus}")
+        await flow(
+            [
+                {"next_step_id": "rs485"},
+                {"port": args.bus, "addresses": BUS_METERS, "single_meter": False},
+                {},
+            ]
+        )
 
 
 async def configure_energy(session: aiohttp.ClientSession, url: str, access: str) -> None:
@@ -186,11 +213,14 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ha", required=True)
     parser.add_argument("--sim", required=True)
+    parser.add_argument("--mqtt", required=True)
+    parser.add_argument("--ca", required=True)
+    parser.add_argument("--bus", required=True)
     args = parser.parse_args()
     async with aiohttp.ClientSession() as session:
         await wait_for(session, args.ha)
         access = await token(session, args.ha)
-        await configure_ekm(session, args.ha, args.sim, access)
+        await configure_ekm(session, args.ha, args, access)
         await configure_energy(session, args.ha, access)
 
 

@@ -194,6 +194,8 @@ async def test_reconfigure_and_options(
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {CONF_PORT: port, CONF_ADDRESSES: "10389", CONF_SINGLE_METER: False}
     )
+    assert result["step_id"] == "rs485_passwords"
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
     assert result["reason"] == "reconfigure_successful"
     await hass.async_block_till_done()
     assert loaded_bus.data[CONF_METERS] == {V4: {"protocol": "v4"}}
