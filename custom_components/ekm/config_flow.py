@@ -528,6 +528,26 @@ def parse_addresses(text: str) -> list[str]:
     return list(dict.fromkeys(result))
 
 
+def _box(low: int, high: int, unit: str = "s") -> NumberSelector:
+    """A whole-number field."""
+    return NumberSelector(
+        NumberSelectorConfig(
+            min=low, max=high, step=1, unit_of_measurement=unit, mode=NumberSelectorMode.BOX
+        )
+    )
+
+
+def _meter_select(addresses: list[str]) -> SelectSelector:
+    """A multi-select of meter addresses."""
+    return SelectSelector(
+        SelectSelectorConfig(
+            options=[SelectOptionDict(value=a, label=a) for a in addresses],
+            multiple=True,
+            mode=SelectSelectorMode.LIST,
+        )
+    )
+
+
 def _key_schema() -> vol.Schema:
     return vol.Schema(
         {
@@ -584,38 +604,16 @@ class EkmOptionsFlow(OptionsFlowWithReload):
             vol.Required(
                 CONF_SCAN_INTERVAL,
                 default=entry.options.get(CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL),
-            ): NumberSelector(
-                NumberSelectorConfig(
-                    min=MIN_SCAN_INTERVAL,
-                    max=MAX_SCAN_INTERVAL,
-                    step=1,
-                    unit_of_measurement="s",
-                    mode=NumberSelectorMode.BOX,
-                )
-            ),
+            ): _box(MIN_SCAN_INTERVAL, MAX_SCAN_INTERVAL),
             vol.Required(
                 CONF_STALE_THRESHOLD,
                 default=entry.options.get(CONF_STALE_THRESHOLD, DEFAULT_STALE_THRESHOLD),
-            ): NumberSelector(
-                NumberSelectorConfig(
-                    min=MIN_STALE_THRESHOLD,
-                    max=MAX_STALE_THRESHOLD,
-                    step=1,
-                    unit_of_measurement="s",
-                    mode=NumberSelectorMode.BOX,
-                )
-            ),
+            ): _box(MIN_STALE_THRESHOLD, MAX_STALE_THRESHOLD),
         }
         if addresses:
             schema[
                 vol.Required(CONF_METERS, default=[a for a in addresses if a not in excluded])
-            ] = SelectSelector(
-                SelectSelectorConfig(
-                    options=[SelectOptionDict(value=a, label=a) for a in addresses],
-                    multiple=True,
-                    mode=SelectSelectorMode.LIST,
-                )
-            )
+            ] = _meter_select(addresses)
         if current_keys:
             schema[vol.Optional(CONF_GATEWAY_KEYS, default=sorted(current_keys.values()))] = (
                 SelectSelector(
@@ -655,13 +653,6 @@ class EkmOptionsFlow(OptionsFlowWithReload):
                 }
             )
 
-        def box(low: int, high: int, unit: str = "s") -> NumberSelector:
-            return NumberSelector(
-                NumberSelectorConfig(
-                    min=low, max=high, step=1, unit_of_measurement=unit, mode=NumberSelectorMode.BOX
-                )
-            )
-
         excluded = set(options.get(CONF_EXCLUDED_METERS, ()))
         schema = vol.Schema(
             {
@@ -670,24 +661,18 @@ class EkmOptionsFlow(OptionsFlowWithReload):
                     default=options.get(
                         CONF_SCAN_INTERVAL, max(minimum, DEFAULT_RS485_SCAN_INTERVAL)
                     ),
-                ): box(minimum, MAX_SCAN_INTERVAL),
+                ): _box(minimum, MAX_SCAN_INTERVAL),
                 vol.Required(
                     CONF_STALE_THRESHOLD,
                     default=options.get(CONF_STALE_THRESHOLD, DEFAULT_RS485_STALE_THRESHOLD),
-                ): box(MIN_RS485_STALE_THRESHOLD, MAX_STALE_THRESHOLD),
+                ): _box(MIN_RS485_STALE_THRESHOLD, MAX_STALE_THRESHOLD),
                 vol.Required(
                     CONF_FULL_READ_EVERY,
                     default=options.get(CONF_FULL_READ_EVERY, DEFAULT_FULL_READ_EVERY),
-                ): box(1, 100, "reads"),
+                ): _box(1, 100, "reads"),
                 vol.Required(
                     CONF_METERS, default=[a for a in addresses if a not in excluded]
-                ): SelectSelector(
-                    SelectSelectorConfig(
-                        options=[SelectOptionDict(value=a, label=a) for a in addresses],
-                        multiple=True,
-                        mode=SelectSelectorMode.LIST,
-                    )
-                ),
+                ): _meter_select(addresses),
             }
         )
         return self.async_show_form(

@@ -278,6 +278,15 @@ class EkmCloudCoordinator(EkmCoordinator):
         return {a: d for a, d in self.account_devices.items() if a not in self.excluded}
 
 
+# How a failed meter command is reported: the first matching error class wins.
+COMMAND_ERRORS: tuple[tuple[type[EkmError], type[HomeAssistantError], str], ...] = (
+    (EkmPasswordError, HomeAssistantError, "wrong_password"),
+    (EkmUnsupportedError, ServiceValidationError, "not_supported"),
+    (EkmCommandError, HomeAssistantError, "command_failed"),
+    (EkmError, HomeAssistantError, "bus_error"),
+)
+
+
 class EkmRs485Coordinator(EkmCoordinator):
     """Reads every meter on one RS-485 bus in turn (the bus serializes access)."""
 
@@ -331,29 +340,18 @@ class EkmRs485Coordinator(EkmCoordinator):
         """
         try:
             await command(self.poll_address[address], self.passwords.get(address) or None)
-        except EkmPasswordError as err:
-            raise HomeAssistantError(
-                translation_domain=DOMAIN,
-                translation_key="wrong_password",
-                translation_placeholders={"meter": address},
-            ) from err
-        except EkmUnsupportedError as err:
-            raise ServiceValidationError(
-                translation_domain=DOMAIN,
-                translation_key="not_supported",
-                translation_placeholders={"meter": address},
-            ) from err
-        except EkmCommandError as err:
-            raise HomeAssistantError(
-                translation_domain=DOMAIN,
-                translation_key="command_failed",
-                translation_placeholders={"meter": address},
-            ) from err
         except EkmError as err:
-            raise HomeAssistantError(
+            kind, key = next(
+                (kind, key) for error, kind, key in COMMAND_ERRORS if isinstance(err, error)
+            )
+            raise kind(
                 translation_domain=DOMAIN,
-                translation_key="bus_error",
-                translation_placeholders={"port": self.bus.port, "error": str(err)},
+                translation_key=key,
+                translation_placeholders={
+                    "meter": address,
+                    "port": self.bus.port,
+                    "error": str(err),
+                },
             ) from err
         try:
             reading = await self.bus.read(self.poll_address[address])
