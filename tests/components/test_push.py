@@ -333,6 +333,7 @@ async def test_flow_with_gateway_key(
         ("bad_ca", {"push": "invalid_ca_file"}),
         ("bad_server", {"push": "invalid_mqtt_server"}),
         ("untrusted", {"base": "mqtt_cannot_connect"}),
+        ("cloud_down", {"base": "cannot_connect"}),
     ],
 )
 async def test_flow_gateway_key_errors(
@@ -360,6 +361,8 @@ async def test_flow_gateway_key_errors(
         push[CONF_MQTT_SERVER] = "http://127.0.0.1:1"
     elif case == "untrusted":
         push[CONF_MQTT_CA_FILE] = ""
+    elif case == "cloud_down":
+        cloud.faults.error_rates = {503: 1.0}
     result = await hass.config_entries.flow.async_configure(
         flow_id, {CONF_GATEWAY_KEYS: [key], "push": push}
     )
@@ -415,3 +418,62 @@ async def test_options_rejects_bad_new_key(
     )
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {"base": "invalid_gateway_key"}
+
+
+async def test_summary_messages_are_kept(
+    hass: HomeAssistant, push_entry: MockConfigEntry, fleet: Fleet
+) -> None:
+    """15-minute summaries are parsed and kept for the history work."""
+    manager = push_entry.runtime_data.push
+    assert manager is not None
+    for _ in range(16):
+        fleet.advance(60)
+    await until(hass, lambda: DEMO_METER in manager.summaries)
+    assert manager.summaries[DEMO_METER].values
+
+
+async def test_key_accepted_again_clears_issue(
+    hass: HomeAssistant,
+    cloud: CloudSimulator,
+    broker: MqttSimulator,
+    issue_registry: ir.IssueRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(push_module, "REJECTED_KEY_RETRY_S", 0.05)
+    broker.reject_key(DEMO_GATEWAY_KEY)
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        unique_id="1010",
+        data={CONF_API_KEY: DEMO_ACCOUNT_KEY, CONF_SERVER: cloud.url},
+        options=push_options(broker),
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    issue = push_module.issue_id(entry.entry_id, DEMO_GATEWAY_MAC)
+    await until(hass, lambda: issue_registry.async_get_issue(DOMAIN, issue) is not None)
+    broker.accept_key(DEMO_GATEWAY_KEY)
+    await until(hass, lambda: _state(hass, PUSH_SENSOR) == "on")
+    assert issue_registry.async_get_issue(DOMAIN, issue) is None
+
+
+async def test_gap_fill_failure_still_resumes(
+    hass: HomeAssistant,
+    push_entry: MockConfigEntry,
+    fleet: Fleet,
+    broker: MqttSimulator,
+    cloud: CloudSimulator,
+) -> None:
+    """If the Realtime API fails during a gap fill, the stream still resumes."""
+    manager = push_entry.runtime_data.push
+    assert manager is not None
+    fills = manager.gap_fills
+    await broker.stop_broker()
+    await until(hass, lambda: _state(hass, PUSH_SENSOR) == "off")
+    cloud.faults.error_rates = {500: 1.0}
+    await broker.start_broker()
+    await until(hass, lambda: _state(hass, PUSH_SENSOR) == "on")
+    assert manager.gap_fills == fills
+    cloud.faults.reset()
+    fleet.advance(60)
+    newest = int(_read_time(fleet, DEMO_METER))
+    await until(hass, lambda: _last_read_ms(hass) == newest)
