@@ -293,12 +293,15 @@ SENSORS: tuple[EkmSensorEntityDescription, ...] = (
         placeholder="input",
     ),
     # Settings and state, for diagnostics.
+    # Settings are disabled by default: Home Assistant allows 10,000 enabled entities
+    # per config entry, and big accounts need that room for measurements.
     EkmSensorEntityDescription(
         key="ct_ratio",
         translation_key="ct_ratio",
         fields=("CT_Ratio",),
         native_unit_of_measurement=UnitOfElectricCurrent.AMPERE,
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
     ),
     EkmSensorEntityDescription(
         key="pulse_output_ratio",
@@ -318,8 +321,8 @@ SENSORS: tuple[EkmSensorEntityDescription, ...] = (
         lambda n: (f"Pulse_Ratio_{n}",),
         placeholder="input",
     ),
-    _enum("max_demand_period", "Max_Demand_Period", enabled=True),
-    _enum("max_demand_auto_reset", "Max_Demand_Rst", enabled=True),
+    _enum("max_demand_period", "Max_Demand_Period"),
+    _enum("max_demand_auto_reset", "Max_Demand_Rst"),
     _enum("power_direction", "State_Watts_Dir"),
     _enum("output_state", "State_Out"),
     _enum("input_state", "State_Inputs"),
@@ -328,6 +331,7 @@ SENSORS: tuple[EkmSensorEntityDescription, ...] = (
         translation_key="firmware",
         fields=("Firmware",),
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,  # also on the device card
     ),
     EkmSensorEntityDescription(
         key="meter_time",

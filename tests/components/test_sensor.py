@@ -55,15 +55,22 @@ async def test_v4_meter_states(
     pf = _state(hass, DEMO_METER, "power_factor_l1")
     assert pf.attributes["unit_of_measurement"] == "%"
     assert 0 <= float(pf.state) <= 100
-    assert _state(hass, DEMO_METER, "ct_ratio").state == str(read["CT_Ratio"])
-    assert _state(hass, DEMO_METER, "maximum_demand_period").state == "15_minutes"
-    assert _state(hass, DEMO_METER, "firmware").state == str(read["Firmware"])
+    assert _state(hass, DEMO_METER, "last_reading").state != "unavailable"
 
 
 async def test_disabled_by_default(
     hass: HomeAssistant, loaded_entry: MockConfigEntry, entity_registry: er.EntityRegistry
 ) -> None:
-    for name in ("voltage_l2", "energy_tariff_1", "energy_l1", "power_l1", "pulse_count_input_1"):
+    for name in (
+        "voltage_l2",
+        "energy_tariff_1",
+        "energy_l1",
+        "power_l1",
+        "pulse_count_input_1",
+        "ct_ratio",
+        "firmware",
+        "maximum_demand_period",
+    ):
         entity = entity_registry.async_get(f"sensor.omnimeter_{DEMO_METER}_{name}")
         assert entity is not None, name
         assert entity.disabled_by is er.RegistryEntryDisabler.INTEGRATION
@@ -149,3 +156,23 @@ def test_reading_helpers() -> None:
     assert reading.number("kWh_Tot") == 1.5
     assert reading.number("Model") is None
     assert reading.text("Model") == "1024"
+
+
+async def test_diagnostic_settings_when_enabled(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    fleet: Fleet,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    """Settings shown once an owner enables them."""
+    names = ("ct_ratio", "maximum_demand_period", "firmware")
+    for name in names:
+        entity_registry.async_update_entity(
+            f"sensor.omnimeter_{DEMO_METER}_{name}", disabled_by=None
+        )
+    await hass.config_entries.async_reload(loaded_entry.entry_id)
+    await hass.async_block_till_done()
+    read = _latest(fleet, DEMO_METER)
+    assert _state(hass, DEMO_METER, "ct_ratio").state == str(read["CT_Ratio"])
+    assert _state(hass, DEMO_METER, "maximum_demand_period").state == "15_minutes"
+    assert _state(hass, DEMO_METER, "firmware").state == str(read["Firmware"])
