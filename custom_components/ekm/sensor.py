@@ -30,6 +30,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
 from . import EkmConfigEntry
+from .const import CONF_ENTRY_TYPE, ENTRY_RS485
 from .coordinator import EkmCoordinator
 from .entity import EkmEntity, async_add_meter_entities
 from .pyekm import FIELDS, MeterReading
@@ -358,6 +359,13 @@ SENSORS: tuple[EkmSensorEntityDescription, ...] = (
     ),
 )
 
+# An RS-485 bus is read every few seconds: a per-read timestamp would flood the logbook
+# and the recorder there, so it starts disabled (the Reporting sensor shows liveness).
+BUS_SENSORS: tuple[EkmSensorEntityDescription, ...] = tuple(
+    replace(d, entity_registry_enabled_default=False) if d.key == "last_read" else d
+    for d in SENSORS
+)
+
 # Every description reads fields the catalog knows (checked once, at import).
 assert all(name in FIELDS for d in SENSORS for name in d.fields), "unknown field"
 
@@ -371,7 +379,7 @@ async def async_setup_entry(
     async_add_meter_entities(
         entry,
         async_add_entities,
-        SENSORS,
+        BUS_SENSORS if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485 else SENSORS,
         lambda description, reading: description.present(reading),
         EkmSensor,
     )

@@ -167,7 +167,11 @@ async def configure_energy(session: aiohttp.ClientSession, url: str, access: str
                 if answer.get("id") == message_id:
                     return answer
 
-        prefs = await call({"type": "energy/get_prefs"})
+        for _ in range(120):  # the energy component may still be starting
+            prefs = await call({"type": "energy/get_prefs"})
+            if prefs.get("success") or prefs.get("error", {}).get("code") != "unknown_command":
+                break
+            await asyncio.sleep(1)
         if prefs.get("success") and prefs["result"].get("energy_sources"):
             return
         entities: dict[str, str] = {}

@@ -253,6 +253,8 @@ async def test_entities_per_model(
     meter = device_registry.async_get_device_by_identifier((DOMAIN, V4), loaded_bus.entry_id)
     assert hub is not None and meter is not None and meter.via_device_id == hub.id
     assert meter.model == "Omnimeter Pulse v.4"
+    last_read = entity_registry.async_get(f"sensor.omnimeter_{V4}_last_reading")
+    assert last_read is not None and last_read.disabled_by is er.RegistryEntryDisabler.INTEGRATION
 
 
 async def test_relay_switching_seen_in_state_out(
