@@ -43,6 +43,7 @@ from .pyekm import (
     EkmUnsupportedError,
     GatewayInfo,
     MeterReading,
+    ReadSet,
 )
 from .pyekm.catalog import derive
 from .pyekm.rs485.client import EkmBus
@@ -69,18 +70,6 @@ class EkmData:
         if address in self.stale:
             return None
         return self.readings.get(address)
-
-
-def merge_readings(
-    current: Mapping[str, MeterReading], incoming: Iterable[MeterReading]
-) -> dict[str, MeterReading]:
-    """Keep the newest reading per meter; older or equal readings never replace it."""
-    merged = dict(current)
-    for reading in incoming:
-        known = merged.get(reading.address)
-        if known is None or reading.timestamp_ms > known.timestamp_ms:
-            merged[reading.address] = reading
-    return merged
 
 
 class FieldAges:
@@ -127,20 +116,26 @@ class EkmCoordinator(DataUpdateCoordinator[EkmData]):
 
     config_entry: EkmConfigEntry
 
-    def __init__(self, hass: HomeAssistant, entry: EkmConfigEntry, name: str) -> None:
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: EkmConfigEntry,
+        name: str,
+        *,
+        default_interval: int,
+        default_stale: int,
+    ) -> None:
         super().__init__(
             hass,
             LOGGER,
             config_entry=entry,
             name=name,
             update_interval=timedelta(
-                seconds=entry.options.get(CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL)
+                seconds=entry.options.get(CONF_SCAN_INTERVAL, default_interval)
             ),
             always_update=False,
         )
-        self.stale_after = timedelta(
-            seconds=entry.options.get(CONF_STALE_THRESHOLD, DEFAULT_STALE_THRESHOLD)
-        )
+        self.stale_after = timedelta(seconds=entry.options.get(CONF_STALE_THRESHOLD, default_stale))
         self.data = EkmData()
         self._ages = FieldAges()
 
@@ -166,14 +161,14 @@ class EkmCoordinator(DataUpdateCoordinator[EkmData]):
         current = self.data
         devices = current.devices if devices is None else devices
         max_age_ms = self.stale_after.total_seconds() * 1000
-        known = current.readings
-        completed = [
-            self._ages.complete(r, known.get(r.address), max_age_ms)
-            for r in incoming
-            if r.address not in known or r.timestamp_ms > known[r.address].timestamp_ms
-        ]
-        readings = merge_readings(known, completed)
-        readings = {a: r for a, r in readings.items() if a in devices}
+        readings = {a: r for a, r in current.readings.items() if a in devices}
+        for reading in incoming:
+            known = readings.get(reading.address)
+            # Older or equal readings never replace a newer one.
+            if reading.address in devices and (
+                known is None or reading.timestamp_ms > known.timestamp_ms
+            ):
+                readings[reading.address] = self._ages.complete(reading, known, max_age_ms)
         return EkmData(
             devices=devices,
             gateways=current.gateways if gateways is None else gateways,
@@ -204,7 +199,13 @@ class EkmCloudCoordinator(EkmCoordinator):
     """Polls the EKM Push Realtime API; re-reads the account now and then."""
 
     def __init__(self, hass: HomeAssistant, entry: EkmConfigEntry, client: EkmCloudClient) -> None:
-        super().__init__(hass, entry, name=f"{DOMAIN} cloud")
+        super().__init__(
+            hass,
+            entry,
+            name=f"{DOMAIN} cloud",
+            default_interval=DEFAULT_SCAN_INTERVAL,
+            default_stale=DEFAULT_STALE_THRESHOLD,
+        )
         self.client = client
         self._account_read_at: datetime | None = None
         self.excluded = frozenset(entry.options.get(CONF_EXCLUDED_METERS, ()))
@@ -244,14 +245,28 @@ class EkmCloudCoordinator(EkmCoordinator):
                 translation_placeholders={"error": str(err)},
             ) from err
         readings = [read_set.latest for read_set in read_sets.values() if read_set.latest]
-        data = self.build_data(readings, devices=devices, gateways=gateways)
-        # The Realtime API also tells which gateway each meter reports through.
-        linked = {
-            a: replace(d, gateway_mac=read_sets[a].gateway_mac)
-            for a, d in data.devices.items()
-            if d.gateway_mac is None and a in read_sets and read_sets[a].gateway_mac
-        }
-        return replace(data, devices={**data.devices, **linked}) if linked else data
+        return self.build_data(
+            readings, devices=self._link_gateways(devices, read_sets), gateways=gateways
+        )
+
+    def _link_gateways(
+        self, devices: Mapping[str, DeviceInfo], read_sets: Mapping[str, ReadSet]
+    ) -> dict[str, DeviceInfo]:
+        """Fill in each meter's gateway from the Realtime API where the account did not.
+
+        A link learned once (``MAC_Addr`` of a read) is kept for polls that skip the meter.
+        """
+        linked: dict[str, DeviceInfo] = {}
+        for address, device in devices.items():
+            mac = device.gateway_mac
+            if mac is None and address in read_sets:
+                mac = read_sets[address].gateway_mac
+            if mac is None and (known := self.data.devices.get(address)) is not None:
+                mac = known.gateway_mac
+            linked[address] = (
+                device if mac == device.gateway_mac else replace(device, gateway_mac=mac)
+            )
+        return linked
 
     async def _async_devices(
         self,
@@ -291,7 +306,13 @@ class EkmRs485Coordinator(EkmCoordinator):
     """Reads every meter on one RS-485 bus in turn (the bus serializes access)."""
 
     def __init__(self, hass: HomeAssistant, entry: EkmConfigEntry, bus: EkmBus) -> None:
-        super().__init__(hass, entry, name=f"{DOMAIN} rs485")
+        super().__init__(
+            hass,
+            entry,
+            name=f"{DOMAIN} rs485",
+            default_interval=DEFAULT_RS485_SCAN_INTERVAL,
+            default_stale=DEFAULT_RS485_STALE_THRESHOLD,
+        )
         self.bus = bus
         meters: Mapping[str, Mapping[str, str]] = entry.data[CONF_METERS]
         # Real address -> address polled (the wildcard for a single meter on the bus).
@@ -301,12 +322,6 @@ class EkmRs485Coordinator(EkmCoordinator):
         self.devices = {
             a: DeviceInfo(address=a) for a in sorted(self.poll_address) if a not in excluded
         }
-        self.stale_after = timedelta(
-            seconds=entry.options.get(CONF_STALE_THRESHOLD, DEFAULT_RS485_STALE_THRESHOLD)
-        )
-        self.update_interval = timedelta(
-            seconds=entry.options.get(CONF_SCAN_INTERVAL, DEFAULT_RS485_SCAN_INTERVAL)
-        )
         self.errors: dict[str, str] = {}  # last error per meter (diagnostics)
 
     async def _async_update_data(self) -> EkmData:
