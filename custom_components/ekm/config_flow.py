@@ -241,8 +241,7 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
         """Ask for the account key (and, under Advanced, another EKM server)."""
         errors: dict[str, str] = {}
         if user_input is not None:
-            key = user_input[CONF_API_KEY].strip()
-            server = _normalize_server(user_input.get(CONF_ADVANCED, {}).get(CONF_SERVER))
+            key, server = _key_and_server(user_input)
             if server is None:
                 errors[CONF_ADVANCED] = "invalid_server"
             else:
@@ -396,8 +395,8 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
             return await self.async_step_reconfigure_rs485(user_input)
         errors: dict[str, str] = {}
         if user_input is not None:
-            key = user_input[CONF_API_KEY].strip()
-            server = _normalize_server(user_input.get(CONF_ADVANCED, {}).get(CONF_SERVER))
+            # The key is never sent back to the form: left empty, the current one stays.
+            key, server = _key_and_server(user_input, entry.data[CONF_API_KEY])
             if server is None:
                 errors[CONF_ADVANCED] = "invalid_server"
             else:
@@ -408,13 +407,12 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
                     return self.async_update_reload_and_abort(
                         entry, data_updates={CONF_API_KEY: key, CONF_SERVER: server}
                     )
-        suggested = user_input or {
-            CONF_API_KEY: entry.data[CONF_API_KEY],
-            CONF_ADVANCED: {CONF_SERVER: entry.data.get(CONF_SERVER, DEFAULT_SERVER)},
-        }
+        suggested = {CONF_ADVANCED: {CONF_SERVER: entry.data.get(CONF_SERVER, DEFAULT_SERVER)}}
         return self.async_show_form(
             step_id="reconfigure",
-            data_schema=self.add_suggested_values_to_schema(_key_schema(), suggested),
+            data_schema=self.add_suggested_values_to_schema(
+                _key_schema(key_required=False), user_input or suggested
+            ),
             errors=errors,
         )
 
@@ -548,10 +546,17 @@ def _meter_select(addresses: list[str]) -> SelectSelector:
     )
 
 
-def _key_schema() -> vol.Schema:
+def _key_and_server(user_input: dict[str, Any], current_key: str = "") -> tuple[str, str | None]:
+    """The key (the current one when left empty) and the normalized server, or None."""
+    key = (user_input.get(CONF_API_KEY) or "").strip() or current_key
+    return key, _normalize_server(user_input.get(CONF_ADVANCED, {}).get(CONF_SERVER))
+
+
+def _key_schema(*, key_required: bool = True) -> vol.Schema:
+    key_marker = vol.Required if key_required else vol.Optional
     return vol.Schema(
         {
-            vol.Required(CONF_API_KEY): KEY_SELECTOR,
+            key_marker(CONF_API_KEY): KEY_SELECTOR,
             vol.Required(CONF_ADVANCED): section(
                 vol.Schema({vol.Optional(CONF_SERVER, default=DEFAULT_SERVER): URL_SELECTOR}),
                 {"collapsed": True},

@@ -62,7 +62,6 @@ class GatewayPush:
     mac: str
     connected: bool = False
     rejected: bool = False
-    ever_connected: bool = False
     down_logged: bool = False
     seen: set[str] = field(default_factory=set)  # meters whose readings came this way
     stream: EkmPushStream | None = None
@@ -165,9 +164,8 @@ class EkmPushManager:
         if gateway.down_logged:
             LOGGER.info("EKM push stream for gateway %s is back", gateway.mac)
             gateway.down_logged = False
-        elif not gateway.ever_connected:
+        else:
             LOGGER.debug("EKM push stream for gateway %s connected", gateway.mac)
-        gateway.ever_connected = True
         # Fill the gap before live messages are applied: the stream waits for us.
         self._flush()
         await self._async_fill_gap(gateway)

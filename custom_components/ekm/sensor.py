@@ -380,7 +380,7 @@ async def async_setup_entry(
         entry,
         async_add_entities,
         BUS_SENSORS if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485 else SENSORS,
-        lambda description, reading: description.present(reading),
+        EkmSensorEntityDescription.present,
         EkmSensor,
     )
 
@@ -399,7 +399,7 @@ class EkmSensor(EkmEntity, RestoreSensor, SensorEntity):
         super().__init__(coordinator, address, description)
         self._highest: float | None = None  # for monotonic registers
         self._valid = False
-        self._update_value()
+        self._update_from_reading()
 
     async def async_added_to_hass(self) -> None:
         """Remember the last total across restarts so it can never go backwards."""
@@ -409,12 +409,9 @@ class EkmSensor(EkmEntity, RestoreSensor, SensorEntity):
         )
         if last is not None and isinstance(last.native_value, int | float):
             self._highest = max(self._highest or 0, float(last.native_value))
-            self._update_value()
+            self._update_from_reading()
 
     def _update_from_reading(self) -> None:
-        self._update_value()
-
-    def _update_value(self) -> None:
         reading = self.reading
         value = self.entity_description.value(reading) if reading else None
         self._valid = value is not None

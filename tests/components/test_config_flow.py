@@ -172,6 +172,7 @@ async def test_reconfigure(
 ) -> None:
     result = await loaded_entry.start_reconfigure_flow(hass)
     assert result["step_id"] == "reconfigure"
+    assert DEMO_ACCOUNT_KEY not in repr(result["data_schema"].schema)
 
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], _user_input(DEMO_ACCOUNT_KEY, "gopher://x")
@@ -183,11 +184,14 @@ async def test_reconfigure(
     )
     assert result["errors"] == {"base": "invalid_auth"}
 
+    # The key is not sent back to the form; left empty, the current key is kept.
+    assert DEMO_ACCOUNT_KEY not in repr(result.get("data_schema"))
     result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], _user_input(DEMO_ACCOUNT_KEY, cloud.url + "/")
+        result["flow_id"], {"advanced": {CONF_SERVER: cloud.url + "/"}}
     )
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "reconfigure_successful"
+    assert loaded_entry.data[CONF_API_KEY] == DEMO_ACCOUNT_KEY
 
     result = await loaded_entry.start_reconfigure_flow(hass)
     result = await hass.config_entries.flow.async_configure(
