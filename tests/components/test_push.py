@@ -77,18 +77,23 @@ def push_options(broker: MqttSimulator, **extra: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def push_entry(
-    hass: HomeAssistant, cloud: CloudSimulator, broker: MqttSimulator
-) -> MockConfigEntry:
-    """The demo account with the demo gateway's key, set up and connected."""
-    entry = MockConfigEntry(
+def account_entry(cloud: CloudSimulator, broker: MqttSimulator) -> MockConfigEntry:
+    """The demo account with the demo gateway's key, on the simulators."""
+    return MockConfigEntry(
         domain=DOMAIN,
         title="EKM Push account 1010",
         unique_id="1010",
         data={CONF_API_KEY: DEMO_ACCOUNT_KEY, CONF_SERVER: cloud.url},
         options=push_options(broker),
     )
+
+
+@pytest.fixture
+async def push_entry(
+    hass: HomeAssistant, cloud: CloudSimulator, broker: MqttSimulator
+) -> MockConfigEntry:
+    """The demo account with the demo gateway's key, set up and connected."""
+    entry = account_entry(cloud, broker)
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
@@ -202,12 +207,7 @@ async def test_rejected_key_raises_repair_issue(
     issue_registry: ir.IssueRegistry,
 ) -> None:
     broker.reject_key(DEMO_GATEWAY_KEY)
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        unique_id="1010",
-        data={CONF_API_KEY: DEMO_ACCOUNT_KEY, CONF_SERVER: cloud.url},
-        options=push_options(broker),
-    )
+    entry = account_entry(cloud, broker)
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     issue = push_module.issue_id(entry.entry_id, DEMO_GATEWAY_MAC)
@@ -441,12 +441,7 @@ async def test_key_accepted_again_clears_issue(
 ) -> None:
     monkeypatch.setattr(push_module, "REJECTED_KEY_RETRY_S", 0.05)
     broker.reject_key(DEMO_GATEWAY_KEY)
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        unique_id="1010",
-        data={CONF_API_KEY: DEMO_ACCOUNT_KEY, CONF_SERVER: cloud.url},
-        options=push_options(broker),
-    )
+    entry = account_entry(cloud, broker)
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     issue = push_module.issue_id(entry.entry_id, DEMO_GATEWAY_MAC)
