@@ -150,21 +150,28 @@ async def _async_setup_rs485(hass: HomeAssistant, entry: EkmConfigEntry) -> bool
 def _device_syncer(
     hass: HomeAssistant, entry: EkmConfigEntry, hub_id: str | None = None
 ) -> Callable[[], None]:
-    """Sync devices now, and again on updates that change what the registry shows."""
-    last: list[object] = [None]
+    """Sync devices now, and again on updates that change what the registry shows.
+
+    Runs on every update (each pushed message too), so it only compares: the device and
+    gateway maps (the same objects between polls) and each meter's model and firmware.
+    """
+    known_maps: list[object] = [None, None]
+    versions: dict[str, tuple[str | None, str | None]] = {}
 
     @callback
     def _sync() -> None:
         data = entry.runtime_data.coordinator.data
-        signature = (
-            tuple(data.gateways.items()),
-            tuple(
-                (a, d, (r := data.readings.get(a)) and (r.text("Model"), r.text("Firmware")))
-                for a, d in data.devices.items()
-            ),
-        )
-        if signature != last[0]:
-            last[0] = signature
+        changed = False
+        for index, current in enumerate((data.devices, data.gateways)):
+            if current is not known_maps[index] and current != known_maps[index]:
+                changed = True
+            known_maps[index] = current
+        for address, reading in data.readings.items():
+            version = (reading.text("Model"), reading.text("Firmware"))
+            if versions.get(address) != version:
+                versions[address] = version
+                changed = True
+        if changed:
             async_sync_devices(hass, entry, data, hub_id=hub_id)
 
     _sync()

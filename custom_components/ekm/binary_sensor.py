@@ -43,10 +43,15 @@ async def async_setup_entry(
     """Add a 'reporting' sensor per meter, now and as meters appear."""
     coordinator = entry.runtime_data.coordinator
     known: set[str] = set()
+    last_devices: list[object] = [None]
 
     @callback
     def _add_new() -> None:
-        new = [a for a in coordinator.data.devices if a not in known]
+        devices = coordinator.data.devices
+        if devices is last_devices[0]:  # the same map between polls: nothing new
+            return
+        last_devices[0] = devices
+        new = [a for a in devices if a not in known]
         known.update(new)
         if new:
             async_add_entities(EkmReportingSensor(coordinator, a, REPORTING) for a in new)
