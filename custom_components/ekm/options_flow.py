@@ -1,0 +1,178 @@
+"""Options flows: one per entry type (EKM Push account, RS-485 bus)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeassistant.config_entries import (
+    ConfigFlowResult,
+    OptionsFlowWithReload,
+)
+from homeassistant.helpers.selector import (
+    SelectOptionDict,
+    SelectSelector,
+    SelectSelectorConfig,
+    SelectSelectorMode,
+)
+import probatio as vol
+
+from . import EkmConfigEntry
+from .const import (
+    CONF_ENTRY_TYPE,
+    CONF_EXCLUDED_METERS,
+    CONF_FULL_READ_EVERY,
+    CONF_GATEWAY_KEYS,
+    CONF_METERS,
+    CONF_NEW_GATEWAY_KEYS,
+    CONF_SCAN_INTERVAL,
+    CONF_SERVER,
+    CONF_STALE_THRESHOLD,
+    DEFAULT_FULL_READ_EVERY,
+    DEFAULT_RS485_SCAN_INTERVAL,
+    DEFAULT_RS485_STALE_THRESHOLD,
+    DEFAULT_SCAN_INTERVAL,
+    DEFAULT_STALE_THRESHOLD,
+    ENTRY_RS485,
+    MAX_SCAN_INTERVAL,
+    MAX_STALE_THRESHOLD,
+    MIN_RS485_STALE_THRESHOLD,
+    MIN_SCAN_INTERVAL,
+    MIN_STALE_THRESHOLD,
+    rs485_min_interval,
+)
+from .coordinator import EkmCloudCoordinator
+from .flow_helpers import (
+    CONF_PUSH,
+    KEYS_SELECTOR,
+    async_validate_gateway_keys,
+    box,
+    meter_select,
+    push_options,
+    push_section,
+)
+from .pyekm import (
+    DEFAULT_SERVER,
+)
+from .pyekm.redact import mask
+
+
+class EkmOptionsFlow(OptionsFlowWithReload):
+    """Poll interval, stale threshold and which meters to include."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Show the options."""
+        entry: EkmConfigEntry = self.config_entry
+        if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485:
+            return await self._async_step_rs485(user_input)
+        coordinator = entry.runtime_data.coordinator if hasattr(entry, "runtime_data") else None
+        addresses = (
+            sorted(coordinator.account_devices)
+            if isinstance(coordinator, EkmCloudCoordinator)
+            else []
+        )
+        excluded = set(entry.options.get(CONF_EXCLUDED_METERS, ()))
+        current_keys: dict[str, str] = dict(entry.options.get(CONF_GATEWAY_KEYS, {}))
+        errors: dict[str, str] = {}
+        placeholders: dict[str, str] = {}
+        if user_input is not None:
+            selected = set(user_input.get(CONF_METERS, addresses))
+            keep = set(user_input.get(CONF_GATEWAY_KEYS, current_keys.values()))
+            push = user_input.get(CONF_PUSH, {})
+            new_keys, errors, placeholders = await async_validate_gateway_keys(
+                self.hass,
+                [k for k in user_input.get(CONF_NEW_GATEWAY_KEYS) or [] if k not in current_keys],
+                rest_server=entry.data.get(CONF_SERVER) or DEFAULT_SERVER,
+                account_gateways=set(coordinator.data.gateways) if coordinator else set(),
+                push=push,
+            )
+            if not errors:
+                keys = {k: mac for k, mac in current_keys.items() if mac in keep} | new_keys
+                return self.async_create_entry(
+                    data={
+                        CONF_SCAN_INTERVAL: int(user_input[CONF_SCAN_INTERVAL]),
+                        CONF_STALE_THRESHOLD: int(user_input[CONF_STALE_THRESHOLD]),
+                        # Stored as exclusions, so meters added to the account later appear.
+                        CONF_EXCLUDED_METERS: sorted(set(addresses) - selected),
+                        **({CONF_GATEWAY_KEYS: keys, **push_options(push)} if keys else {}),
+                    }
+                )
+        schema: dict[Any, Any] = {
+            vol.Required(
+                CONF_SCAN_INTERVAL,
+                default=entry.options.get(CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL),
+            ): box(MIN_SCAN_INTERVAL, MAX_SCAN_INTERVAL),
+            vol.Required(
+                CONF_STALE_THRESHOLD,
+                default=entry.options.get(CONF_STALE_THRESHOLD, DEFAULT_STALE_THRESHOLD),
+            ): box(MIN_STALE_THRESHOLD, MAX_STALE_THRESHOLD),
+        }
+        if addresses:
+            schema[
+                vol.Required(CONF_METERS, default=[a for a in addresses if a not in excluded])
+            ] = meter_select(addresses)
+        if current_keys:
+            schema[vol.Optional(CONF_GATEWAY_KEYS, default=sorted(current_keys.values()))] = (
+                SelectSelector(
+                    SelectSelectorConfig(
+                        options=[
+                            SelectOptionDict(value=mac, label=f"{mac} (key {mask(key)})")
+                            for key, mac in sorted(current_keys.items(), key=lambda kv: kv[1])
+                        ],
+                        multiple=True,
+                        mode=SelectSelectorMode.LIST,
+                    )
+                )
+            )
+        schema[vol.Optional(CONF_NEW_GATEWAY_KEYS)] = KEYS_SELECTOR
+        schema[vol.Required(CONF_PUSH)] = push_section(dict(entry.options))
+        return self.async_show_form(
+            step_id="init",
+            data_schema=vol.Schema(schema),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def _async_step_rs485(self, user_input: dict[str, Any] | None) -> ConfigFlowResult:
+        """Options of an RS-485 bus: poll interval, staleness, full reads, meters."""
+        entry: EkmConfigEntry = self.config_entry
+        addresses = sorted(entry.data[CONF_METERS])
+        minimum = rs485_min_interval(len(addresses))
+        options = entry.options
+        if user_input is not None:
+            selected = set(user_input.get(CONF_METERS, addresses))
+            return self.async_create_entry(
+                data={
+                    CONF_SCAN_INTERVAL: max(minimum, int(user_input[CONF_SCAN_INTERVAL])),
+                    CONF_STALE_THRESHOLD: int(user_input[CONF_STALE_THRESHOLD]),
+                    CONF_FULL_READ_EVERY: int(user_input[CONF_FULL_READ_EVERY]),
+                    CONF_EXCLUDED_METERS: sorted(set(addresses) - selected),
+                }
+            )
+
+        excluded = set(options.get(CONF_EXCLUDED_METERS, ()))
+        schema = vol.Schema(
+            {
+                vol.Required(
+                    CONF_SCAN_INTERVAL,
+                    default=options.get(
+                        CONF_SCAN_INTERVAL, max(minimum, DEFAULT_RS485_SCAN_INTERVAL)
+                    ),
+                ): box(minimum, MAX_SCAN_INTERVAL),
+                vol.Required(
+                    CONF_STALE_THRESHOLD,
+                    default=options.get(CONF_STALE_THRESHOLD, DEFAULT_RS485_STALE_THRESHOLD),
+                ): box(MIN_RS485_STALE_THRESHOLD, MAX_STALE_THRESHOLD),
+                vol.Required(
+                    CONF_FULL_READ_EVERY,
+                    default=options.get(CONF_FULL_READ_EVERY, DEFAULT_FULL_READ_EVERY),
+                ): box(1, 100, "reads"),
+                vol.Required(
+                    CONF_METERS, default=[a for a in addresses if a not in excluded]
+                ): meter_select(addresses),
+            }
+        )
+        return self.async_show_form(
+            step_id="init",
+            data_schema=schema,
+            description_placeholders={"minimum": str(minimum)},
+        )
