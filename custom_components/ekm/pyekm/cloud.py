@@ -2,7 +2,7 @@
 
 The key travels as the ``key=`` query parameter (what every EKM example and client
 does). It is passed through ``params=`` and never formatted into a URL string that
-could reach a log; errors carry no URL.
+could reach a log; errors carry no URL (the HTTP and error mapping live in ``http.py``).
 """
 
 from __future__ import annotations
@@ -10,39 +10,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-import json
 import logging
 from typing import Any, Final
 
 import aiohttp
 
 from .catalog import normalize_address, to_number
-from .errors import (
-    EkmApiError,
-    EkmAuthError,
-    EkmConnectionError,
-    EkmError,
-    EkmForbiddenError,
-    EkmRateLimitError,
-    EkmResponseError,
-    EkmServerError,
-    EkmTimeoutError,
-)
+from .errors import EkmApiError, EkmAuthError, EkmError, EkmResponseError
+from .http import DEFAULT_TIMEOUT, EkmHttp, raise_for_body_error
 from .models import Account, DeviceInfo, DeviceKind, GatewayInfo, MeterReading, Source
 
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_SERVER: Final = "https://api.ekmpush.com"
-DEFAULT_TIMEOUT: Final = 20.0
 # Meters per Realtime request. EKM documents no limit; this keeps the URL well under
 # the 8 KiB most servers accept (13 characters per padded address). Change it here.
 MAX_METERS_PER_REQUEST: Final = 100
 # EKM keeps the 1,000 latest reads per meter, so a larger cnt gains nothing.
 MAX_COUNT: Final = 1000
-
-_AUTH_WORDS: Final = ("invalid key", "invalid api key", "unauthorized", "not authorized")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,11 +58,13 @@ class EkmCloudClient:
         server: str = DEFAULT_SERVER,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._session = session
-        self._key = key
+        self._http = EkmHttp(session, key, timeout=timeout)
         self._server = server.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self.requests = 0  # Number of HTTP requests made (benchmarks, diagnostics).
+
+    @property
+    def requests(self) -> int:
+        """Number of HTTP requests made (benchmarks, diagnostics)."""
+        return self._http.requests
 
     @property
     def server(self) -> str:
@@ -96,7 +83,7 @@ class EkmCloudClient:
         data = await self._get_json("/account/api/account", {"deep": "true"})
         if not isinstance(data, Mapping):
             raise EkmResponseError("Account API answer is not a JSON object")
-        self._raise_for_body_error(data)
+        raise_for_body_error(data)
         parsed = [_parse_gateway(item) for item in _list(data, "gateways")]
         gateways = {gw.mac: gw for gw, _ in filter(None, parsed)}
         missing = [gw.mac for gw, has_list in filter(None, parsed) if not has_list]
@@ -135,7 +122,7 @@ class EkmCloudClient:
     async def _async_get_gateway(self, mac: str) -> GatewayInfo:
         data = await self._get_json("/account/api/gateway", {"id": mac})
         if isinstance(data, Mapping):
-            self._raise_for_body_error(data)
+            raise_for_body_error(data)
             for item in _list(data, "gateways"):
                 parsed = _parse_gateway(item)
                 if parsed is not None and parsed[0].mac == mac:
@@ -201,59 +188,7 @@ class EkmCloudClient:
     # --- HTTP ------------------------------------------------------------------------------
 
     async def _get_json(self, path: str, params: Mapping[str, str]) -> Any:
-        self.requests += 1
-        query = {"key": self._key, **params}
-        try:
-            async with self._session.get(
-                self._server + path, params=query, timeout=self._timeout
-            ) as response:
-                body = await response.read()
-                status = response.status
-                headers = response.headers
-        except TimeoutError:
-            raise EkmTimeoutError("The EKM server did not answer in time") from None
-        except aiohttp.ClientError as err:
-            raise EkmConnectionError(
-                f"Cannot reach the EKM server ({type(err).__name__})"
-            ) from None
-        data = _decode(body)
-        if status == 429:
-            raise EkmRateLimitError(_retry_after(headers.get("Retry-After")))
-        if status in (401, 403):
-            raise (EkmAuthError if status == 401 else EkmForbiddenError)(
-                "The EKM server rejected the key"
-            )
-        if isinstance(data, Mapping):
-            self._raise_for_body_error(data, http_error=status >= 400)
-        if status >= 400:
-            raise EkmServerError(status)
-        if data is _NOT_JSON:
-            raise EkmResponseError("The EKM server answered with something other than JSON")
-        return data
-
-    def _raise_for_body_error(self, data: Mapping[str, Any], *, http_error: bool = False) -> None:
-        """Raise for EKM's error envelopes (shape unknown, so several are accepted).
-
-        With ``http_error`` (an HTTP 4xx/5xx answer) a generic ``error`` body is left to
-        the caller, which raises by the HTTP status.
-        """
-        code = None
-        for name in ("status_code", "code", "status", "error_code"):
-            number = to_number(data.get(name))
-            if number is not None and 1000 <= number <= 1399:
-                code = int(number)
-                break
-        message = " ".join(
-            str(data[name]) for name in ("error", "message") if isinstance(data.get(name), str)
-        ).lower()
-        if code is None:
-            number = to_number(data.get("status_code"))
-            if number in (401, 403) or any(word in message for word in _AUTH_WORDS):
-                raise EkmAuthError("The EKM server rejected the key")
-            if "error" in data and "readMeter" not in data and not http_error:
-                raise EkmResponseError("The EKM server answered with an error")
-            return
-        raise EkmApiError(code)
+        return await self._http.get_json(self._server + path, params)
 
 
 def _parse_gateway(item: object) -> tuple[GatewayInfo, bool] | None:
@@ -300,31 +235,6 @@ def _parse_device(
 def _list(data: Mapping[str, Any], key: str) -> list[Any]:
     value = data.get(key)
     return value if isinstance(value, list) else []
-
-
-_NOT_JSON: Final = object()
-
-
-def _decode(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return _NOT_JSON
-
-
-def _retry_after(header: str | None) -> float | None:
-    if not header:
-        return None
-    number = to_number(header)
-    if number is not None:
-        return max(0.0, number)
-    try:
-        when = parsedate_to_datetime(header)
-    except TypeError, ValueError:
-        return None
-    if when.tzinfo is None:  # "-0000" means UTC with no zone information
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def parse_read_meter(data: Any, source: Source = Source.CLOUD) -> dict[str, ReadSet]:

@@ -52,6 +52,14 @@ class EkmResponseError(EkmError):
     """The body is not what the API documents: not JSON, or the wrong shape."""
 
 
+class EkmRequestError(EkmResponseError):
+    """EKM rejected the request's arguments: a 200 plain-text body starting with "Error".
+
+    That is how the Summary API answers a bad report, date, timezone, limit or meter list
+    (ekm-cloud-api.md §3.2). The message quotes EKM's first line without key or URL.
+    """
+
+
 class EkmStatus(IntEnum):
     """EKM API status codes (documented by EKM, envelope shape unknown)."""
 
