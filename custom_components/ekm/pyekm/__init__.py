@@ -1,6 +1,6 @@
 """pyekm: asyncio access to EKM Metering devices.
 
-Cloud (EKM Push Account and Realtime APIs), MQTT push and local RS-485 all produce the
+Cloud (EKM Push Account, Realtime and Summary APIs), MQTT push and local RS-485 all produce the
 same :class:`MeterReading`: EKM field names, numbers already scaled, a timestamp and the
 source. Nothing here imports Home Assistant; HTTP goes through an injected
 ``aiohttp.ClientSession``.
@@ -20,18 +20,31 @@ from .errors import (
     EkmPasswordError,
     EkmProtocolError,
     EkmRateLimitError,
+    EkmRequestError,
     EkmResponseError,
     EkmServerError,
     EkmTimeoutError,
     EkmUnsupportedError,
 )
 from .models import Account, DeviceInfo, DeviceKind, GatewayInfo, MeterReading, Source
+from .summary import (
+    SUMMARY_SERVER,
+    SUMMARY_V2_SERVER,
+    EkmSummaryClient,
+    FirstLast,
+    GatewayStatus,
+    Report,
+    SummaryPeriod,
+    parse_summary,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_SERVER",
     "FIELDS",
+    "SUMMARY_SERVER",
+    "SUMMARY_V2_SERVER",
     "Account",
     "DeviceInfo",
     "DeviceKind",
@@ -47,16 +60,23 @@ __all__ = [
     "EkmPasswordError",
     "EkmProtocolError",
     "EkmRateLimitError",
+    "EkmRequestError",
     "EkmResponseError",
     "EkmServerError",
+    "EkmSummaryClient",
     "EkmTimeoutError",
     "EkmUnsupportedError",
     "FieldSpec",
+    "FirstLast",
     "GatewayInfo",
+    "GatewayStatus",
     "Kind",
     "MeterReading",
     "ReadSet",
+    "Report",
     "Source",
+    "SummaryPeriod",
     "normalize_address",
     "parse_read_meter",
+    "parse_summary",
 ]
