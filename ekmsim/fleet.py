@@ -1,17 +1,31 @@
 """The simulated EKM world: meters, Push3 gateways, keys and a clock."""
 
-# One Fleet is what every simulated transport presents: the cloud APIs (ekmsim.cloud),
-# the MQTT publisher and the virtual RS-485 meters. Meters are physical models: their
-# registers integrate power over time, so totals only grow; a daily load curve drives the
-# power, solar meters export in daylight.
+# One Fleet is what every simulated transport presents: the cloud APIs (ekmsim.cloud and
+# its Summary API, ekmsim.summary), the MQTT publisher and the virtual RS-485 meters.
+# Meters are physical models: a daily load curve drives the power, solar meters export
+# in daylight.
+#
+# Every lifetime register (kWh_Tot, Rev_kWh_Tot, per line, tariffs, kWh_Rst/Rev_kWh_Rst,
+# Reactive_Energy_Tot, Pulse_Cnt_1..3) is a pure function of the time t (RegisterModel):
+# the physics repeats every local day, so one day's cumulative table of 288 five-minute
+# slots (midpoint rule) per set of physics parameters gives
+#     register(t) = offset + whole local days x day total + slot table + linear in the slot,
+# O(1) per evaluation, no history kept. The value at ``SimMeter.first_report`` is
+# ``initial_kwh``; restarting the simulator at a later time gives higher totals, never
+# lower ones, and the Realtime reads, the Summary API and the MQTT summaries all come
+# from the same function. Events that change a register other than by energy flow
+# (zero_resettable, replace_registers, a changed physics knob) start a new segment of the
+# function at their time; earlier times keep their values.
 #
 # SimMeter.snapshot() returns *normalized* values (EKM field names, kWh as floats at the
 # meter's resolution, volts in V, ...); each transport encodes them in its wire format.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import base64
+import bisect
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 import contextlib
@@ -22,7 +36,8 @@ import logging
 import math
 import random
 import time
-from typing import Final
+from typing import Any, Final
+import zlib
 from zoneinfo import ZoneInfo
 
 _LOGGER = logging.getLogger(__name__)
@@ -37,6 +52,10 @@ DEMO_GATEWAY_MAC: Final = "4016fa0500cd"
 DEMO_GATEWAY_KEY: Final = "NjUyNjk0MzY6KDkkPVtXLUpQZyFmaDBrYTlJ"
 DEMO_METER: Final = "000000010389"
 HISTORY_LEN: Final = 1000  # EKM keeps the 1,000 latest reads per meter
+# Registers are functions of the time since ORIGIN; a meter's default first report is
+# ORIGIN plus up to FIRST_REPORT_SPREAD_S derived from its address (whole hours).
+ORIGIN: Final = 1_672_531_200.0  # 2023-01-01T00:00:00Z
+FIRST_REPORT_SPREAD_S: Final = 90 * 86400
 
 CT_RATIOS: Final = (100, 200, 400, 600, 800, 1000, 1200, 1500, 2000, 3000, 4000, 5000)
 PULSE_OUTPUT_RATIOS: Final = (1, 2, 4, 5, 8, 10, 16, 20, 25, 40, 50, 80, 100, 200, 400, 800, 1600)
@@ -76,7 +95,7 @@ V4_FIELDS: Final = (
 _DIRECTION_CODES: Final = {
     "FFF": 1, "FFR": 2, "FRF": 3, "RFF": 4, "FRR": 5, "RFR": 6, "RRF": 7, "RRR": 8
 }  # fmt: skip
-_MAX_STEP_S: Final = 300.0  # integration sub-step
+_DEMAND_STEP_S: Final = 300.0  # max demand sampling step
 _VOLTS: Final = tuple(f"RMS_Volts_Ln_{n}" for n in _LN)
 _AMPS: Final = tuple(f"Amps_Ln_{n}" for n in _LN)
 _WATTS: Final = tuple(f"RMS_Watts_Ln_{n}" for n in _LN)
@@ -90,6 +109,283 @@ _REV_KWH_LN: Final = tuple(f"Rev_kWh_Ln_{n}" for n in _LN)
 _STATUS: Final = tuple(f"Meter_Status_Code_{c}" for c in "ABC")
 _TARIFF: Final = tuple(f"kWh_Tariff_{t}" for t in (1, 2, 3, 4))
 _REV_TARIFF: Final = tuple(f"Rev_kWh_Tariff_{t}" for t in (1, 2, 3, 4))
+
+# --- registers as a function of time ----------------------------------------------------------
+
+SLOT_S: Final = 300  # one slot of the day table (the old integration sub-step)
+SLOTS: Final = 86400 // SLOT_S
+# The lifetime registers, in the order of RegisterModel's channels.
+REGISTERS: Final = (
+    "kWh_Tot", "Rev_kWh_Tot", *_KWH_LN, *_REV_KWH_LN, *_TARIFF, *_REV_TARIFF,
+    "kWh_Rst", "Rev_kWh_Rst", "Reactive_Energy_Tot", *_PULSES,
+)  # fmt: skip
+_V3_REGISTERS: Final = tuple(name for name in REGISTERS if name in V3_FIELDS)
+REGISTER_INDEX: Final = {name: i for i, name in enumerate(REGISTERS)}
+PULSE_CHANNELS: Final = frozenset(REGISTER_INDEX[name] for name in _PULSES)
+# kWh_Rst and Rev_kWh_Rst grow exactly as kWh_Tot and Rev_kWh_Tot (they only reset apart).
+_SAME_TABLE: Final = {REGISTER_INDEX["kWh_Rst"]: 0, REGISTER_INDEX["Rev_kWh_Rst"]: 1}
+# Power channels for the Summary API's statistics: line 1..3 and the total, whose
+# cumulative energies are the channels kWh_Ln_1..3 and kWh_Tot.
+POWER_ENERGY_CHANNEL: Final = (*(REGISTER_INDEX[n] for n in _KWH_LN), REGISTER_INDEX["kWh_Tot"])
+_PULSE_RATES: Final = (0.05, 0.01, 0.002)  # pulses per second at the mean load
+
+
+def _shares(lines: int) -> tuple[float, float, float]:
+    return (0.55, 0.45, 0.0) if lines == 2 else (0.36, 0.33, 0.31)
+
+
+def _load_factor(hour: float) -> float:
+    """The daily load curve at a local hour: a base, a breakfast and an evening peak."""
+    return (
+        0.6
+        + 1.2 * math.exp(-(((hour - 7.5) / 1.2) ** 2))
+        + 1.8 * math.exp(-(((hour - 19.0) / 2.0) ** 2))
+    )
+
+
+def _sun(hour: float) -> float:
+    """Solar production as a share of the peak at a local hour."""
+    return math.sin(math.pi * (hour - 6.0) / 12.0) if 6.0 < hour < 18.0 else 0.0
+
+
+def _tariff_of_hour(hour: float) -> int:
+    """Tariff index (0 = kWh_Tariff_1) by local hour."""
+    if 7.0 <= hour < 17.0:
+        return 1
+    if 17.0 <= hour < 22.0:
+        return 2
+    return 0
+
+
+def _line_powers(lines: int, load_w: float, solar_peak_w: float, hour: float) -> list[float]:
+    """Signed power per line (W) at a local hour: positive imports, negative exports."""
+    load = load_w * _load_factor(hour)
+    shares = _shares(lines)
+    pv = solar_peak_w * _sun(hour) / (2 if lines == 2 else 3)
+    return [load * s - (pv if s else 0.0) for s in shares]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DayTable:
+    """One local day of register increases, slot by slot, cumulative (SLOTS + 1 entries).
+
+    ``cum[c][k]`` is channel c's increase from local midnight to the start of slot k
+    (kWh, or pulses), ``sq[j][k]`` the same for the square of power channel j (W² s);
+    ``cum[c][SLOTS]`` is one day's increase.
+    """
+
+    cum: tuple[array.array[float], ...]
+    sq: tuple[array.array[float], ...]
+
+    def slot_increase(self, channel: int, first: int, last: int) -> tuple[float, float]:
+        """Smallest and largest one-slot increase of slots first..last (mod SLOTS)."""
+        col = self.cum[channel]
+        incs = [col[k + 1] - col[k] for k in _slot_range(first, last)]
+        return min(incs), max(incs)
+
+
+def _slot_range(first: int, last: int) -> range | list[int]:
+    """Slots first..last of a day (both included; wraps past midnight; all if > a day)."""
+    if last - first >= SLOTS - 1:
+        return range(SLOTS)
+    first %= SLOTS
+    last %= SLOTS
+    if first <= last:
+        return range(first, last + 1)
+    return [*range(first, SLOTS), *range(last + 1)]
+
+
+@functools.lru_cache(maxsize=4096)
+def day_table(lines: int, power_factor: float, load_w: float, solar_peak_w: float) -> DayTable:
+    """Build (once per set of physics parameters) the day table, midpoint rule per slot."""
+    tan_phi = math.tan(math.acos(power_factor))
+    hours = SLOT_S / 3600
+    unique = len(REGISTERS) - len(_SAME_TABLE)
+    cols = [array.array("d", bytes(8 * (SLOTS + 1))) for _ in range(unique)]
+    sq = [array.array("d", bytes(8 * (SLOTS + 1))) for _ in range(4)]
+    acc = [0.0] * unique
+    acc_sq = [0.0] * 4
+    # Unique column indexes: REGISTERS without kWh_Rst / Rev_kWh_Rst.
+    ln, rev_ln, tar, rev_tar = 2, 5, 8, 12
+    kvarh, pulses = 16, 17
+    for k in range(SLOTS):
+        hour = (k * SLOT_S + SLOT_S / 2) / 3600
+        powers = _line_powers(lines, load_w, solar_peak_w, hour)
+        tariff = _tariff_of_hour(hour)
+        total_w = 0.0
+        for i, p in enumerate(powers):
+            kwh = abs(p) * hours / 1000
+            acc[0] += kwh
+            acc[ln + i] += kwh
+            acc[tar + tariff] += kwh
+            if p < 0:
+                acc[1] += kwh
+                acc[rev_ln + i] += kwh
+                acc[rev_tar + tariff] += kwh
+            acc[kvarh] += kwh * tan_phi
+            acc_sq[i] += p * p * SLOT_S
+            total_w += abs(p)
+        acc_sq[3] += total_w * total_w * SLOT_S
+        factor = _load_factor(hour)
+        for j, rate in enumerate(_PULSE_RATES):
+            acc[pulses + j] += rate * factor * SLOT_S
+        for c in range(unique):
+            cols[c][k + 1] = acc[c]
+        for j in range(4):
+            sq[j][k + 1] = acc_sq[j]
+    by_register = [*cols[:16], cols[0], cols[1], *cols[16:]]
+    return DayTable(cum=tuple(by_register), sq=tuple(sq))
+
+
+def _cumulative(col: array.array[float], t_rel: float) -> float:
+    """A table column's increase from local day 0 to ``t_rel`` (s), linear within a slot."""
+    days, s = divmod(t_rel, 86400.0)
+    k = int(s / SLOT_S)
+    if k >= SLOTS:  # float rounding at the very end of a day
+        k = SLOTS - 1
+    lo = col[k]
+    return days * col[SLOTS] + lo + (col[k + 1] - lo) * (s - k * SLOT_S) / SLOT_S
+
+
+@dataclass(slots=True, eq=False)
+class Segment:
+    """A stretch of the register function: from ``start`` on, one table and offsets."""
+
+    start: float
+    table: DayTable
+    scale: tuple[float, ...]  # per channel: the table's unit load -> this meter's load
+    power_scale: float  # watts per unit load (the squares scale by its square)
+    shift: float  # t + shift = local seconds since ORIGIN's midnight
+    resets: dict[int, float]  # channels set to a value at ``start`` (else continuous)
+    offset: list[float] = field(default_factory=list)  # filled by RegisterModel
+
+    def value(self, channel: int, t: float) -> float:
+        """Channel value at ``t`` (unquantized)."""
+        return self.offset[channel] + self.scale[channel] * _cumulative(
+            self.table.cum[channel], t + self.shift
+        )
+
+    def increase(self, channel: int, t0: float, t1: float) -> float:
+        """Channel increase over [t0, t1] within this segment."""
+        col = self.table.cum[channel]
+        return self.scale[channel] * (
+            _cumulative(col, t1 + self.shift) - _cumulative(col, t0 + self.shift)
+        )
+
+    def square_integral(self, power: int, t0: float, t1: float) -> float:
+        """∫ p² dt (W² s) of power channel ``power`` (0..2 lines, 3 total) over [t0, t1]."""
+        col = self.table.sq[power]
+        return self.power_scale**2 * (
+            _cumulative(col, t1 + self.shift) - _cumulative(col, t0 + self.shift)
+        )
+
+    def slot_of(self, t: float) -> int:
+        """The slot number (days x SLOTS + slot of the day) holding ``t``."""
+        return int((t + self.shift) // SLOT_S)
+
+
+class RegisterModel:
+    """A meter's lifetime registers as functions of time (see the module comment)."""
+
+    # Segments are kept sorted by start; the first starts at the first report and sets
+    # every channel. A segment's offsets follow from the previous segment's value at its
+    # start (continuity) unless it resets a channel. Before the first report, values
+    # are those at the first report.
+
+    __slots__ = ("_starts", "segments")
+
+    def __init__(self, first: Segment) -> None:
+        self.segments: list[Segment] = [first]
+        self._starts: list[float] = [first.start]
+        self._replay(0)
+
+    @property
+    def start(self) -> float:
+        """When the registers begin (the first report)."""
+        return self._starts[0]
+
+    def segment_at(self, t: float) -> Segment:
+        """The segment that holds ``t`` (the first one before it)."""
+        segments = self.segments
+        last = segments[-1]
+        if t >= last.start:
+            return last
+        return segments[max(0, bisect.bisect_right(self._starts, t) - 1)]
+
+    def value(self, channel: int, t: float) -> float:
+        """Channel value at ``t`` (unquantized)."""
+        t = max(t, self._starts[0])
+        return self.segment_at(t).value(channel, t)
+
+    def units(self, channel: int, t: float, unit: float) -> int:
+        """Channel value at ``t`` in whole units of the resolution (floor, as a meter)."""
+        return math.floor(self.value(channel, t) * unit + 1e-9)
+
+    def extremes(self, channel: int, t0: float, t1: float, unit: float) -> tuple[int, int]:
+        """Smallest and largest quantized value over [t0, t1] (resets included)."""
+        first = self.units(channel, t0, unit)
+        low = high = first
+        last = self.units(channel, t1, unit)
+        low, high = min(low, last), max(high, last)
+        if len(self.segments) > 1:
+            for i in range(bisect.bisect_right(self._starts, t0), len(self._starts)):
+                start = self._starts[i]
+                if start > t1:
+                    break
+                before = math.floor(self.segments[i - 1].value(channel, start) * unit + 1e-9)
+                after = math.floor(self.segments[i].value(channel, start) * unit + 1e-9)
+                low, high = min(low, before, after), max(high, before, after)
+        return low, high
+
+    def pieces(self, t0: float, t1: float) -> list[tuple[Segment, float, float]]:
+        """The segments overlapping [t0, t1], each with its own part of the interval."""
+        t0 = max(t0, self._starts[0])
+        if len(self.segments) == 1 or t0 >= self._starts[-1]:
+            return [(self.segment_at(t0), t0, t1)]
+        out: list[tuple[Segment, float, float]] = []
+        i = max(0, bisect.bisect_right(self._starts, t0) - 1)
+        while i < len(self.segments) and (i == 0 or self._starts[i] <= t1):
+            end = self._starts[i + 1] if i + 1 < len(self._starts) else math.inf
+            lo, hi = max(t0, self._starts[i]), min(t1, end)
+            if hi >= lo:
+                out.append((self.segments[i], lo, hi))
+            i += 1
+        return out or [(self.segment_at(t0), t0, t1)]
+
+    def flow(self, channel: int, t0: float, t1: float) -> float:
+        """What flowed through a channel over [t0, t1] (resets do not count)."""
+        return sum(seg.increase(channel, lo, hi) for seg, lo, hi in self.pieces(t0, t1))
+
+    def insert(self, segment: Segment) -> None:
+        """Add a segment (after any at the same time) and recompute the later offsets."""
+        if segment.start < self._starts[0]:
+            raise ValueError("A register segment cannot start before the first report")
+        i = bisect.bisect_right(self._starts, segment.start)
+        self.segments.insert(i, segment)
+        self._starts.insert(i, segment.start)
+        self._replay(i)
+
+    def restart(self, first: Segment) -> None:
+        """Replace the first segment (a new first report or initial values)."""
+        keep = [s for s in self.segments[1:] if s.start >= first.start]
+        self.segments = [first, *keep]
+        self._starts = [s.start for s in self.segments]
+        self._replay(0)
+
+    def _replay(self, since: int) -> None:
+        for i in range(since, len(self.segments)):
+            seg = self.segments[i]
+            previous = self.segments[i - 1] if i else None
+            offsets = []
+            for c in range(len(REGISTERS)):
+                if c in seg.resets or previous is None:
+                    value = seg.resets.get(c, 0.0)
+                else:
+                    value = previous.value(c, seg.start)
+                offsets.append(
+                    value - seg.scale[c] * _cumulative(seg.table.cum[c], seg.start + seg.shift)
+                )
+            seg.offset = offsets
 
 
 def gateway_key(gateway_id: int, secret: str) -> str:
@@ -140,9 +436,26 @@ class SimClock:
         self._sim0 = epoch
 
 
+_PHYSICS_FIELDS: Final = frozenset(
+    {"lines", "base_load_w", "solar", "solar_peak_w", "power_factor", "utc_offset_s"}
+)
+
+
+def default_first_report(address: str) -> float:
+    """A meter's default first report: ORIGIN plus whole hours derived from its address."""
+    return ORIGIN + zlib.crc32(address.encode()) % (FIRST_REPORT_SPREAD_S // 3600) * 3600
+
+
 @dataclass(eq=False, kw_only=True)
 class SimMeter:
-    """One simulated Omnimeter; see the module docstring."""
+    """One simulated Omnimeter; see the module docstring.
+
+    ``first_report`` (epoch s; default :func:`default_first_report`) is when the meter
+    first reported: its registers equal ``initial_kwh`` (split over lines and tariffs)
+    then, and the cloud holds no data for it before. ``last_report`` (None = still
+    reporting) ends its data; so does ``responsive = False`` from that moment (the time
+    is recorded, see :attr:`unresponsive_since`) until it is set back to True.
+    """
 
     address: str
     protocol: str = "v4"
@@ -160,13 +473,15 @@ class SimMeter:
     relays: list[bool] = field(default_factory=lambda: [False, False])
     responsive: bool = True
     meter_time_offset: float = 0.0  # seconds the meter clock runs ahead of true time
-    # Physics knobs.
+    # Physics knobs (changing one later starts a new register segment at that time).
     lines: int = 2  # 2: split-phase 120/240 V (line 3 idle); 3: three-phase 120/208 V
     base_load_w: float = 700.0
     solar_peak_w: float = 5000.0
     power_factor: float = 0.95  # lagging
     utc_offset_s: int = -5 * 3600  # local time for the load curve and Meter_Time
-    initial_kwh: float = 1500.0
+    initial_kwh: float = 1500.0  # kWh_Tot at first_report
+    first_report: float | None = None  # epoch s; None: default_first_report(address)
+    last_report: float | None = None  # epoch s the meter stops reporting; None: never
     seed: int = 0
     clock: SimClock | None = field(default=None, repr=False)
 
@@ -177,63 +492,175 @@ class SimMeter:
             raise ValueError("A meter address is 12 digits")
         self.model = self.model or MODEL_BY_PROTOCOL[self.protocol]
         self.firmware = self.firmware or FIRMWARE_BY_PROTOCOL[self.protocol]
+        if self.first_report is None:
+            self.first_report = default_first_report(self.address)
         self._rng = random.Random(f"{self.seed}:{self.address}")
-        share = self._shares()
-        rev0 = self.initial_kwh * 0.35 if self.solar else 0.0
-        self._fwd = [self.initial_kwh * s for s in share]
-        self._rev = [rev0 * s for s in share]
-        self._tariff_fwd = [self.initial_kwh * s for s in (0.4, 0.45, 0.15, 0.0)]
-        self._tariff_rev = [rev0 * s for s in (0.0, 0.9, 0.1, 0.0)]
-        self._rst_fwd = self.initial_kwh * 0.1
-        self._rst_rev = rev0 * 0.1
-        self._kvarh = self.initial_kwh * 0.3
-        self._pulses = [float(self._rng.randrange(1000, 50000)) for _ in range(3)]
-        self._pulse_rates = [0.05, 0.01, 0.002]  # pulses per second at the mean load
+        self._initial_pulses = [float(self._rng.randrange(1000, 50000)) for _ in range(3)]
         self._max_demand = self.base_load_w * 2.0
         self._demand_key: int | None = None
         self._relay_until: list[float | None] = [None, None]
         self._last_t: float | None = None
         self._tan_phi = math.tan(math.acos(self.power_factor))
+        # Outages: reads are missing at times t with start < t <= end.
+        self._outages: list[tuple[float, float]] = []
+        self._down_since: float | None = None if self.responsive else -math.inf
+        self.register_model = RegisterModel(self._first_segment())
+        self._ready = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        ready = self.__dict__.get("_ready", False)
+        if not ready:
+            object.__setattr__(self, name, value)
+            return
+        if name == "responsive":
+            self._set_responsive(bool(value))
+        object.__setattr__(self, name, value)
+        if name in _PHYSICS_FIELDS:
+            if name == "power_factor":
+                object.__setattr__(self, "_tan_phi", math.tan(math.acos(self.power_factor)))
+            now = self._now()
+            if now <= self.register_model.start:  # not reporting yet: new physics throughout
+                self.register_model.restart(self._first_segment())
+            else:
+                self.register_model.insert(self._segment(now, {}))
+        elif name in ("first_report", "initial_kwh"):
+            if self.first_report is None:
+                object.__setattr__(self, "first_report", default_first_report(self.address))
+            self.register_model.restart(self._first_segment())
+
+    # --- registers -----------------------------------------------------------------------
+
+    def _segment(self, start: float, resets: dict[int, float]) -> Segment:
+        norm = self.base_load_w if self.base_load_w > 0 else 1.0
+        table = day_table(
+            self.lines,
+            self.power_factor,
+            self.base_load_w / norm,
+            self.solar_peak_w / norm if self.solar else 0.0,
+        )
+        scale = tuple(1.0 if c in PULSE_CHANNELS else norm for c in range(len(REGISTERS)))
+        return Segment(
+            start=start,
+            table=table,
+            scale=scale,
+            power_scale=norm,
+            shift=self.utc_offset_s - ORIGIN,
+            resets=resets,
+        )
+
+    def initial_values(self, kwh: float, pulses: list[float] | None = None) -> dict[int, float]:
+        """Every register of a meter whose kWh_Tot is ``kwh`` (by channel number)."""
+        rev = kwh * 0.25 if self.solar else 0.0
+        shares = _shares(self.lines)
+        values = {
+            "kWh_Tot": kwh,
+            "Rev_kWh_Tot": rev,
+            **{_KWH_LN[i]: kwh * s for i, s in enumerate(shares)},
+            **{_REV_KWH_LN[i]: rev * s for i, s in enumerate(shares)},
+            **{_TARIFF[t]: kwh * s for t, s in enumerate((0.4, 0.45, 0.15, 0.0))},
+            **{_REV_TARIFF[t]: rev * s for t, s in enumerate((0.0, 0.9, 0.1, 0.0))},
+            "kWh_Rst": kwh * 0.1,
+            "Rev_kWh_Rst": rev * 0.1,
+            "Reactive_Energy_Tot": kwh * 0.3,
+            **{_PULSES[i]: p for i, p in enumerate(pulses or [0.0, 0.0, 0.0])},
+        }
+        return {REGISTER_INDEX[name]: value for name, value in values.items()}
+
+    def _first_segment(self) -> Segment:
+        assert self.first_report is not None
+        resets = self.initial_values(self.initial_kwh, self._initial_pulses)
+        return self._segment(self.first_report, resets)
+
+    def unit_of(self, name: str) -> float:
+        """Resolution of a register as 10**decimals (pulses count whole)."""
+        return 1.0 if name in _PULSES else 10.0**self.kwh_decimals
+
+    def registers(self, t: float | None = None, names: Iterable[str] | None = None) -> Read:
+        """Register values at ``t`` at the meter's resolution (every register by default)."""
+        if t is None:
+            t = self._now()
+        model = self.register_model
+        digits = self.kwh_decimals
+        unit = 10.0**digits
+        out: Read = {}
+        for name in REGISTERS if names is None else names:
+            c = REGISTER_INDEX[name]
+            if c in PULSE_CHANNELS:
+                out[name] = model.units(c, t, 1.0)
+            else:
+                out[name] = round(model.units(c, t, unit) / unit, digits)
+        return out
+
+    def replace_registers(self, at: float | None = None, initial_kwh: float = 0.0) -> None:
+        """Simulate a replaced (or reset) meter from ``at`` (default now).
+
+        Every lifetime register restarts as a new meter's, from ``initial_kwh`` (pulses
+        from 0). Reads already stored after ``at`` keep their values; Fleet.replace_registers also
+        rewrites those.
+        """
+        at = self._now() if at is None else at
+        self.register_model.insert(self._segment(at, self.initial_values(initial_kwh)))
+
+    # --- reporting -------------------------------------------------------------------------
+
+    def _set_responsive(self, responsive: bool) -> None:
+        if responsive == self.responsive:
+            return
+        now = self._now()
+        if not responsive:
+            object.__setattr__(self, "_down_since", now)
+        elif self._down_since is not None:  # -inf: built unresponsive
+            self._outages.append((self._down_since, now))
+            object.__setattr__(self, "_down_since", None)
+
+    @property
+    def unresponsive_since(self) -> float | None:
+        """When the meter stopped answering (responsive set to False), else None."""
+        return self._down_since
+
+    @property
+    def outages(self) -> list[tuple[float, float]]:
+        """Past outages (start, end): no reads at times start < t <= end."""
+        return list(self._outages)
+
+    def reports_at(self, t: float) -> bool:
+        """Whether the cloud holds a read of this meter taken at ``t``."""
+        first = self.first_report
+        if first is None or t < first:
+            return False
+        if self.last_report is not None and t > self.last_report:
+            return False
+        if self._down_since is not None and t > self._down_since:
+            return False
+        return not any(start < t <= end for start, end in self._outages)
+
+    def reporting_end(self) -> float:
+        """The last time the meter may report: last_report or the start of an outage."""
+        end = math.inf if self.last_report is None else self.last_report
+        if self._down_since is not None:
+            end = min(end, self._down_since)
+        return end
 
     # --- physics -----------------------------------------------------------------------
 
     def _shares(self) -> tuple[float, float, float]:
-        return (0.55, 0.45, 0.0) if self.lines == 2 else (0.36, 0.33, 0.31)
+        return _shares(self.lines)
 
     def _local_hour(self, t: float) -> float:
         return ((t + self.utc_offset_s) % 86400) / 3600
 
     def load_factor(self, t: float) -> float:
         """Return the daily load curve: a base, a breakfast and a larger evening peak."""
-        h = self._local_hour(t)
-        return (
-            0.6
-            + 1.2 * math.exp(-(((h - 7.5) / 1.2) ** 2))
-            + 1.8 * math.exp(-(((h - 19.0) / 2.0) ** 2))
-        )
+        return _load_factor(self._local_hour(t))
 
     def solar_w(self, t: float) -> float:
         """Solar production (W), 0 at night or without panels."""
-        h = self._local_hour(t)
-        if not self.solar or not 6.0 < h < 18.0:
-            return 0.0
-        return self.solar_peak_w * math.sin(math.pi * (h - 6.0) / 12.0)
+        return self.solar_peak_w * _sun(self._local_hour(t)) if self.solar else 0.0
 
     def line_power(self, t: float) -> list[float]:
         """Signed power per line (W): positive imports, negative exports."""
-        load = self.base_load_w * self.load_factor(t)
-        shares = self._shares()
-        active = 2 if self.lines == 2 else 3
-        pv = self.solar_w(t) / active
-        return [load * s - (pv if s else 0.0) for s in shares]
-
-    def _tariff(self, t: float) -> int:
-        h = self._local_hour(t)
-        if 7.0 <= h < 17.0:
-            return 1
-        if 17.0 <= h < 22.0:
-            return 2
-        return 0
+        peak = self.solar_peak_w if self.solar else 0.0
+        return _line_powers(self.lines, self.base_load_w, peak, self._local_hour(t))
 
     def _demand_period_key(self, t: float) -> int | None:
         local = t + self.utc_offset_s
@@ -249,8 +676,8 @@ class SimMeter:
                 return day.year * 12 + day.month
         return None
 
-    def _integrate(self, now: float) -> None:
-        """Accumulate energy, pulses and demand up to ``now`` (never backwards)."""
+    def _update(self, now: float) -> None:
+        """Revert timed relays and follow the max demand up to ``now``."""
         for i, until in enumerate(self._relay_until):
             if until is not None and until <= now:
                 self.relays[i] = not self.relays[i]
@@ -258,29 +685,12 @@ class SimMeter:
         if self._last_t is None:
             self._last_t = now
             return
-        t = self._last_t
+        # The load repeats every day: the last day holds every peak there is.
+        t = max(self._last_t, now - 86400.0)
         while t < now:
-            step = min(_MAX_STEP_S, now - t)
+            step = min(_DEMAND_STEP_S, now - t)
             mid = t + step / 2
-            powers = self.line_power(mid)
-            hours = step / 3600
-            tariff = self._tariff(mid)
-            total = 0.0
-            for i, p in enumerate(powers):
-                kwh = abs(p) * hours / 1000
-                if p >= 0:
-                    self._fwd[i] += kwh
-                    self._tariff_fwd[tariff] += kwh
-                    self._rst_fwd += kwh
-                else:
-                    self._rev[i] += kwh
-                    self._tariff_rev[tariff] += kwh
-                    self._rst_rev += kwh
-                self._kvarh += kwh * self._tan_phi
-                total += abs(p)
-            factor = self.load_factor(mid)
-            for i, rate in enumerate(self._pulse_rates):
-                self._pulses[i] += rate * factor * step
+            total = sum(abs(p) for p in self.line_power(mid))
             key = self._demand_period_key(mid)
             if key != self._demand_key:
                 if self._demand_key is not None:
@@ -288,11 +698,11 @@ class SimMeter:
                 self._demand_key = key
             self._max_demand = max(self._max_demand, total)
             t += step
-        self._last_t = now
+        self._last_t = max(self._last_t, now)
 
     def advance(self, now: float) -> None:
-        """Integrate up to ``now`` without taking a snapshot."""
-        self._integrate(now)
+        """Follow the meter's state (relays, max demand) up to ``now``, no snapshot."""
+        self._update(now)
 
     def _now(self) -> float:
         return self.clock.now() if self.clock is not None else time.time()
@@ -309,32 +719,28 @@ class SimMeter:
         """The field names this meter reports."""
         return V3_FIELDS if self.protocol == "v3" else V4_FIELDS
 
+    @property
+    def register_names(self) -> tuple[str, ...]:
+        """The lifetime registers this meter reports, in REGISTERS order."""
+        return _V3_REGISTERS if self.protocol == "v3" else REGISTERS
+
     def snapshot(self, now: float | None = None) -> Read:
-        """Return the meter's normalized values at ``now`` (integrating up to it first)."""
+        """Return the meter's normalized values at ``now`` (registers from the model)."""
         if now is None:
             now = self._now()
-        self._integrate(now)
+        self._update(now)
         rnd = self._rng.random
-        digits = self.kwh_decimals
-        unit = 10.0**digits
-        floor = math.floor
-
-        def kwh(value: float) -> float:
-            return round(floor(value * unit + 1e-9) / unit, digits)
-
-        fwd, rev = self._fwd, self._rev
+        registers = self.registers(now, self.register_names)
         powers = [p * (0.98 + 0.04 * rnd()) for p in self.line_power(now)]
         watts = [round(abs(p)) for p in powers]
         volts = [round(118.5 + 3 * rnd(), 1) if s else 0.0 for s in self._shares()]
         pf_code = round(self.power_factor * 100)
         codes = [pf_code if w else 200 for w in watts]  # an idle line reads C000
-        pulses = [int(p) for p in self._pulses]
+        pulses = [int(registers[name]) for name in _PULSES]
         pf = self.power_factor
         values: Read = {
             "Model": self.model,
             "Firmware": self.firmware,
-            "kWh_Tot": kwh(sum(fwd) + sum(rev)),
-            "Rev_kWh_Tot": kwh(sum(rev)),
             "RMS_Watts_Tot": sum(watts),
             "RMS_Watts_Max_Demand": round(self._max_demand, 1),
             "Max_Demand_Period": self.max_demand_period,
@@ -342,6 +748,7 @@ class SimMeter:
             "CT_Ratio": self.ct_ratio,
             # Input levels follow the pulses: In1 low = bit 2, In2 = bit 1, In3 = bit 0.
             "State_Inputs": (pulses[0] & 1) << 2 | (pulses[1] & 1) << 1 | (pulses[2] & 1),
+            **registers,
         }
         for i in range(3):
             values[_VOLTS[i]] = volts[i]
@@ -349,26 +756,17 @@ class SimMeter:
             values[_WATTS[i]] = watts[i]
             values[_COS[i]] = _COS_TEXT[codes[i]]
             values[_PF[i]] = codes[i]
-            values[_PULSES[i]] = pulses[i]
             values[_PULSE_RATIOS[i]] = self.pulse_ratios[i]
-        for t in range(4):
-            values[_TARIFF[t]] = kwh(self._tariff_fwd[t] + self._tariff_rev[t])
-            values[_REV_TARIFF[t]] = kwh(self._tariff_rev[t])
         if self.protocol == "v3":
             values["kWh_Scale"] = 1
             values["Meter_Status_Code"] = "00"
             return values
         var = [round(w * self._tan_phi) for w in watts]
         for i in range(3):
-            values[_KWH_LN[i]] = kwh(fwd[i] + rev[i])
-            values[_REV_KWH_LN[i]] = kwh(rev[i])
             values[_VAR[i]] = var[i]
             values[_STATUS[i]] = "0"
         direction = "".join("R" if p < 0 and w else "F" for p, w in zip(powers, watts, strict=True))
         values |= {
-            "Reactive_Energy_Tot": kwh(self._kvarh),
-            "kWh_Rst": kwh(self._rst_fwd + self._rst_rev),
-            "Rev_kWh_Rst": kwh(self._rst_rev),
             "Reactive_Pwr_Tot": sum(var),
             "Line_Freq": round(59.98 + 0.04 * rnd(), 2),
             "State_Watts_Dir": _DIRECTION_CODES[direction],
@@ -393,7 +791,7 @@ class SimMeter:
         if relay not in (1, 2) or not 0 <= duration_s <= 9999:
             raise ValueError("Relay 1 or 2, duration 0..9999 s")
         now = self._now()
-        self._integrate(now)
+        self._update(now)
         self.relays[relay - 1] = closed
         self._relay_until[relay - 1] = now + duration_s if duration_s else None
 
@@ -406,13 +804,13 @@ class SimMeter:
         self.meter_time_offset = epoch - self._now()
 
     def zero_resettable(self) -> None:
-        """Clear kWh_Rst and Rev_kWh_Rst (v4/v5)."""
-        self._integrate(self._now())
-        self._rst_fwd = self._rst_rev = 0.0
+        """Clear kWh_Rst and Rev_kWh_Rst (v4/v5) from now on."""
+        resets = {REGISTER_INDEX["kWh_Rst"]: 0.0, REGISTER_INDEX["Rev_kWh_Rst"]: 0.0}
+        self.register_model.insert(self._segment(self._now(), resets))
 
     def reset_max_demand(self) -> None:
         """Clear RMS_Watts_Max_Demand."""
-        self._integrate(self._now())
+        self._update(self._now())
         self._max_demand = 0.0
 
     def set_ct_ratio(self, value: int) -> None:
@@ -460,12 +858,26 @@ _COS_TEXT: Final = {code: _cos_theta(code) for code in range(201)}
 
 @dataclass(eq=False, kw_only=True)
 class SimGateway:
-    """A Push3 gateway: lowercase 12-hex MAC, name, its key and its meters."""
+    """A Push3 gateway: lowercase 12-hex MAC, name, its key and its meters.
+
+    ``online`` is what the Summary V2 GStat endpoint reports (its meters keep reporting
+    either way: make them unresponsive for that); ``last_seen`` is when it went offline.
+    """
 
     mac: str
     name: str
     key: str
     meters: list[str] = field(default_factory=list)
+    online: bool = True
+    last_seen: float | None = None  # epoch s it was last seen; None while online
+
+    def set_online(self, online: bool, now: float) -> None:
+        """Go online, or offline as of ``now`` (``last_seen``)."""
+        if online:
+            self.last_seen = None
+        elif self.online:
+            self.last_seen = now
+        self.online = online
 
 
 @dataclass(eq=False, kw_only=True)
@@ -511,8 +923,18 @@ class Fleet:
         return meter
 
     @classmethod
-    def demo(cls, *, clock: SimClock | None = None, interval_s: int = 60) -> Fleet:
-        """Build EKM's demo account: the demo keys and five meters of every kind."""
+    def demo(
+        cls,
+        *,
+        clock: SimClock | None = None,
+        interval_s: int = 60,
+        history_days: float | None = None,
+    ) -> Fleet:
+        """Build EKM's demo account: the demo keys and five meters of every kind.
+
+        The meters first reported early in 2023 (:func:`default_first_report`), or
+        ``history_days`` before the clock's time (on the interval grid).
+        """
         # 000000010389 v4 (the demo meter) and 000000010388 v3 on the demo gateway
         # 4016fa0500cd (key DEMO_GATEWAY_KEY); 000000015635 v5 and 000000000099 v4 solar
         # on gateway 4016fa010226; 000300000001 v4, three-phase, on no gateway.
@@ -547,8 +969,15 @@ class Fleet:
             ),
             SimMeter(address="000300000001", protocol="v4", lines=3, kwh_scale=0, ct_ratio=1500),
         ):
+            if history_days is not None:
+                meter.first_report = fleet.history_start(history_days)
             fleet.add_meter(meter)
         return fleet
+
+    def history_start(self, days: float) -> float:
+        """The first read time ``days`` before the clock's time (on the interval grid)."""
+        start = self.clock.now() - days * 86400
+        return float(math.ceil(start / self.interval_s) * self.interval_s)
 
     @classmethod
     def generate(
@@ -561,8 +990,14 @@ class Fleet:
         interval_s: int = 60,
         account_key: str = DEMO_ACCOUNT_KEY,
         history_len: int = HISTORY_LEN,
+        history_days: float | None = None,
+        first_report: float | None = None,
     ) -> Fleet:
-        """Build a deterministic fleet of 1..1000 meters, ``per_gateway`` per gateway."""
+        """Build a deterministic fleet of 1..1000 meters, ``per_gateway`` per gateway.
+
+        Every meter first reported at ``first_report`` (epoch s), else ``history_days``
+        before the clock's time (on the interval grid), else at its default (early 2023).
+        """
         if not 1 <= n_meters <= 1000 or not 1 <= per_gateway <= 32:
             raise ValueError("1..1000 meters, 1..32 per gateway")
         rng = random.Random(seed)
@@ -572,6 +1007,8 @@ class Fleet:
             interval_s=interval_s,
             history_len=history_len,
         )
+        if first_report is None and history_days is not None:
+            first_report = fleet.history_start(history_days)
         gateway: SimGateway | None = None
         for i in range(n_meters):
             if i % per_gateway == 0:
@@ -597,6 +1034,7 @@ class Fleet:
                     kwh_scale=rng.choice((0, 1, 2)),
                     lines=rng.choice((2, 2, 2, 3)),
                     seed=seed,
+                    first_report=first_report,
                 )
             )
         return fleet
@@ -671,7 +1109,7 @@ class Fleet:
         return self.advance_to(now)
 
     def advance_to(self, now: float | None = None) -> ReadBatch:
-        """Read every responsive meter at each interval boundary up to ``now``."""
+        """Read every meter that reports (SimMeter.reports_at) at each boundary to ``now``."""
         # Listeners are called once per boundary with that boundary's reads.
         if now is None:
             now = self.clock.now()
@@ -694,7 +1132,7 @@ class Fleet:
                 "Time_Stamp_UTC_ms": boundary * 1000,
             }
             for meter in self.meters.values():
-                if not meter.responsive:
+                if not meter.reports_at(boundary):
                     meter.advance(boundary)
                     continue
                 read = meta | meter.snapshot(boundary)
@@ -705,6 +1143,26 @@ class Fleet:
                 self._notify(batch)
                 produced += batch
         return produced
+
+    def replace_registers(
+        self, address: str, at: float | None = None, initial_kwh: float = 0.0
+    ) -> SimMeter:
+        """SimMeter.replace_registers, and rewrite the registers of stored reads after it."""
+        meter = self.meters[address]
+        at = self.clock.now() if at is None else at
+        meter.replace_registers(at, initial_kwh)
+        names = meter.register_names
+        for read in self._history.get(address, ()):
+            stamp = int(read["Time_Stamp_UTC_ms"]) / 1000
+            if stamp >= at:
+                read.update(meter.registers(stamp, names))
+        return meter
+
+    def set_gateway_online(self, mac: str, online: bool) -> SimGateway:
+        """Set a gateway's GStat state (offline: last seen now)."""
+        gateway = self.gateways[mac]
+        gateway.set_online(online, self.clock.now())
+        return gateway
 
     def _notify(self, batch: ReadBatch) -> None:
         for listener in list(self._listeners):
@@ -746,12 +1204,18 @@ __all__ = [
     "DEMO_GATEWAY_KEY",
     "DEMO_GATEWAY_MAC",
     "DEMO_METER",
+    "ORIGIN",
+    "REGISTERS",
+    "DayTable",
     "Fleet",
     "Read",
     "ReadBatch",
+    "RegisterModel",
     "SimClock",
     "SimGateway",
     "SimMeter",
+    "day_table",
+    "default_first_report",
     "gateway_key",
     "meter_time_text",
     "run_ticker",

@@ -142,6 +142,7 @@ async def test_read_meter_bad_queries(
 async def test_read_meter_no_data(http: aiohttp.ClientSession, sim: CloudSimulator) -> None:
     fleet = Fleet.demo(clock=SimClock(START, manual=True))
     fleet.meters[DEMO_METER].responsive = False
+    fleet.clock.advance(60)  # its read before it went silent is data, later ones are not
     sim.fleet = fleet
     status, body = await get(http, sim, "/readMeter", key=KEY, meters="10389")
     assert status == 200

@@ -6,6 +6,7 @@ import asyncio
 import base64
 from datetime import UTC, datetime
 import logging
+import math
 import time
 
 import pytest
@@ -367,7 +368,7 @@ def test_building_a_fleet_by_hand() -> None:
     fleet.add_meter(meter)
     fleet.add_meter(meter)
     assert fleet.gateways["4016fa000042"].meters == ["000000000042"]
-    loose = SimMeter(address="000000000001")
+    loose = SimMeter(address="000000000001", first_report=time.time() - 60)
     assert abs(float(loose.snapshot()["kWh_Tot"]) - 1500) < 1  # real clock without a fleet
 
 
@@ -410,3 +411,142 @@ def test_logging_is_quiet(caplog: pytest.LogCaptureFixture) -> None:
     fleet = demo()
     fleet.backfill(3)
     assert caplog.records == []
+
+
+# --- registers as a function of time -------------------------------------------------------------
+
+NOW = datetime(2026, 12, 1, 15, tzinfo=UTC).timestamp()
+
+
+def test_restart_invariant() -> None:
+    """Two fleets built apart agree at the same time; a later one never reads lower."""
+    a, b = demo(NOW), demo(NOW)
+    a.advance_to()
+    for address in a.meters:
+        assert a.meters[address].registers(NOW) == b.meters[address].registers(NOW)
+        assert a.meters[address].first_report < NOW - 365 * 86400  # over a year of history
+    later = demo(NOW + 3 * 86400 + 1234)
+    for address, meter in a.meters.items():
+        before = meter.registers(NOW)
+        after = later.meters[address].registers(later.clock.now())
+        for name, value in before.items():
+            assert after[name] >= value, name
+        assert after["kWh_Tot"] > before["kWh_Tot"]
+
+
+def test_reads_come_from_the_register_function() -> None:
+    fleet = demo(NOW)
+    fleet.backfill(120)
+    meter = fleet.meters[SOLAR]
+    for read in fleet.history(SOLAR):
+        stamp = int(read["Time_Stamp_UTC_ms"]) / 1000
+        assert {k: read[k] for k in meter.register_names} == meter.registers(stamp)
+    # Evaluated in any order, at any time: the same values.
+    assert meter.registers(NOW - 86400) == meter.registers(NOW - 86400)
+
+
+def test_first_report_and_initial_value() -> None:
+    start = NOW - 3600
+    fleet = Fleet.generate(3, clock=SimClock(NOW, manual=True), first_report=start)
+    meter = next(iter(fleet.meters.values()))
+    assert meter.first_report == start
+    assert abs(float(meter.registers(start)["kWh_Tot"]) - meter.initial_kwh) <= 1  # resolution
+    assert meter.registers(start - 86400) == meter.registers(start)  # flat before
+    fleet.backfill(180)  # three hours asked, one exists
+    assert len(fleet.history(meter.address)) == 61
+    assert int(fleet.history(meter.address)[0]["Time_Stamp_UTC_ms"]) == start * 1000
+    assert not meter.reports_at(start - 60)
+    year = Fleet.generate(2, clock=SimClock(NOW, manual=True), history_days=365)
+    assert {m.first_report for m in year.meters.values()} == {NOW - 365 * 86400}
+    days = Fleet.demo(clock=SimClock(NOW + 30, manual=True), history_days=1)
+    assert {m.first_report for m in days.meters.values()} == {NOW - 86400 + 60}
+
+
+def test_future_meter_has_no_reads() -> None:
+    fleet = demo(NOW)
+    fleet.meters[DEMO_METER].first_report = NOW + 3600
+    fleet.backfill(10)
+    assert fleet.latest(DEMO_METER) is None
+    assert fleet.latest("000000010388") is not None
+
+
+def test_replace_registers() -> None:
+    fleet = demo(NOW)
+    fleet.backfill(30)
+    meter = fleet.meters[DEMO_METER]
+    old = float(meter.registers(NOW)["kWh_Tot"])
+    fleet.replace_registers(DEMO_METER, at=NOW - 600, initial_kwh=5)
+    assert 5 <= float(meter.registers(NOW - 600)["kWh_Tot"]) < 6
+    assert float(meter.registers(NOW - 660)["kWh_Tot"]) > old - 10  # before: unchanged
+    assert meter.registers(NOW - 600)["Pulse_Cnt_1"] == 0
+    history = fleet.history(DEMO_METER)
+    assert float(history[-1]["kWh_Tot"]) < 6  # stored reads after it were rewritten
+    assert float(history[-12]["kWh_Tot"]) > 1000
+    fleet.advance(600)
+    assert float(fleet.latest(DEMO_METER)["kWh_Tot"]) > float(history[-11]["kWh_Tot"])  # type: ignore[index]
+    meter.replace_registers()  # now, from 0
+    assert meter.registers()["kWh_Tot"] == 0.0
+    with pytest.raises(ValueError, match="first report"):
+        meter.replace_registers(at=meter.first_report - 1)  # type: ignore[operator]
+
+
+def test_knob_changes_keep_registers_continuous() -> None:
+    fleet = demo(NOON)
+    meter = fleet.meters[DEMO_METER]
+    before = meter.registers(NOON)
+    meter.solar = True
+    meter.base_load_w = 2000.0
+    meter.power_factor = 0.8
+    meter.utc_offset_s = -6 * 3600  # 11:00 local
+    meter.lines = 3
+    assert meter.registers(NOON) == before
+    assert meter.registers(NOON - 3600) != before  # the past keeps its own physics
+    fleet.clock.advance(3600)
+    after = meter.registers()
+    assert float(after["Rev_kWh_Tot"]) > float(before["Rev_kWh_Tot"])  # it exports now
+    assert float(after["kWh_Tot"]) > float(before["kWh_Tot"]) + 1
+
+
+def test_unresponsive_times_are_recorded() -> None:
+    fleet = demo(NOW)
+    fleet.advance_to()
+    meter = fleet.meters[DEMO_METER]
+    meter.responsive = False
+    assert meter.unresponsive_since == NOW
+    assert meter.reporting_end() == NOW
+    fleet.advance(600)
+    meter.responsive = True
+    assert meter.unresponsive_since is None
+    assert meter.outages == [(NOW, NOW + 600)]
+    assert meter.reporting_end() == math.inf
+    assert meter.reports_at(NOW) and not meter.reports_at(NOW + 600)
+    assert meter.reports_at(NOW + 660)
+    meter.last_report = NOW + 1200
+    assert not meter.reports_at(NOW + 1260)
+    assert meter.reporting_end() == NOW + 1200
+    silent = SimMeter(address="000000000007", responsive=False, clock=fleet.clock)
+    assert not silent.reports_at(NOW)
+    silent.responsive = True
+    now = fleet.clock.now()
+    assert not silent.reports_at(now) and silent.reports_at(now + 60)
+
+
+def test_gateway_online_state() -> None:
+    fleet = demo(NOW)
+    gateway = fleet.set_gateway_online(DEMO_GATEWAY_MAC, False)
+    assert (gateway.online, gateway.last_seen) == (False, NOW)
+    fleet.clock.advance(60)
+    fleet.set_gateway_online(DEMO_GATEWAY_MAC, False)
+    assert gateway.last_seen == NOW  # still the moment it went away
+    fleet.set_gateway_online(DEMO_GATEWAY_MAC, True)
+    assert (gateway.online, gateway.last_seen) == (True, None)
+
+
+def test_register_evaluation_is_cheap() -> None:
+    fleet = Fleet.generate(200, clock=SimClock(NOW, manual=True))
+    meter = fleet.meters[min(fleet.meters)]
+    model = meter.register_model
+    started = time.perf_counter()
+    for i in range(10_000):
+        model.units(0, NOW - i * 900, 100.0)
+    assert (time.perf_counter() - started) / 10_000 < 50e-6  # a few µs; generous for CI
