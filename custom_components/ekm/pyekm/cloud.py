@@ -17,7 +17,7 @@ import aiohttp
 
 from .catalog import normalize_address, to_number
 from .errors import EkmApiError, EkmAuthError, EkmError, EkmResponseError
-from .http import DEFAULT_TIMEOUT, EkmHttp, raise_for_body_error
+from .http import DEFAULT_TIMEOUT, EkmHttpClient, raise_for_body_error
 from .models import Account, DeviceInfo, DeviceKind, GatewayInfo, MeterReading, Source
 
 _LOGGER = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class ReadSet:
         return self.readings[-1] if self.readings else None
 
 
-class EkmCloudClient:
+class EkmCloudClient(EkmHttpClient):
     """EKM Push cloud client. Give it Home Assistant's (or any) aiohttp session."""
 
     def __init__(
@@ -58,13 +58,8 @@ class EkmCloudClient:
         server: str = DEFAULT_SERVER,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._http = EkmHttp(session, key, timeout=timeout)
+        super().__init__(session, key, timeout=timeout)
         self._server = server.rstrip("/")
-
-    @property
-    def requests(self) -> int:
-        """Number of HTTP requests made (benchmarks, diagnostics)."""
-        return self._http.requests
 
     @property
     def server(self) -> str:

@@ -97,6 +97,18 @@ class EkmHttp:
         return line if len(line) <= _DETAIL_CHARS else line[: _DETAIL_CHARS - 1] + "…"
 
 
+class EkmHttpClient:
+    """Base of pyekm's cloud clients: their EkmHttp and its request count."""
+
+    def __init__(self, session: aiohttp.ClientSession, key: str, *, timeout: float) -> None:
+        self._http = EkmHttp(session, key, timeout=timeout)
+
+    @property
+    def requests(self) -> int:
+        """Number of HTTP requests made (benchmarks, diagnostics)."""
+        return self._http.requests
+
+
 def raise_for_body_error(data: Mapping[str, Any], *, http_error: bool = False) -> None:
     """Raise for EKM's error envelopes (shape unknown, so several are accepted).
 
@@ -148,4 +160,10 @@ def retry_after(header: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-__all__ = ["DEFAULT_TIMEOUT", "EkmHttp", "raise_for_body_error", "retry_after"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "EkmHttp",
+    "EkmHttpClient",
+    "raise_for_body_error",
+    "retry_after",
+]

@@ -26,7 +26,7 @@ import aiohttp
 
 from .catalog import normalize_address, to_number
 from .errors import EkmApiError, EkmResponseError, EkmServerError
-from .http import DEFAULT_TIMEOUT, EkmHttp
+from .http import DEFAULT_TIMEOUT, EkmHttpClient
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class Window:
     end_date: str
 
 
-class EkmSummaryClient:
+class EkmSummaryClient(EkmHttpClient):
     """EKM Summary API client. Give it Home Assistant's (or any) aiohttp session.
 
     ``server`` None: the legacy API at SUMMARY_SERVER and V2 at SUMMARY_V2_SERVER; a
@@ -160,16 +160,11 @@ class EkmSummaryClient:
         server: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._http = EkmHttp(session, key, timeout=timeout)
+        super().__init__(session, key, timeout=timeout)
         base = server.rstrip("/") if server else None
         self._legacy = base or SUMMARY_SERVER
         self._v2 = base or SUMMARY_V2_SERVER
         self._v2_paths: dict[str, bool] = {}  # V2 path -> answered (False: 404)
-
-    @property
-    def requests(self) -> int:
-        """Number of HTTP requests made (benchmarks, diagnostics)."""
-        return self._http.requests
 
     @property
     def v2_available(self) -> bool | None:
