@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 import io
+import itertools
 import json
 import os
 from pathlib import Path
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -227,3 +229,60 @@ async def test_scripts_ekm_prints_a_normalized_reading(cloud_sim: CloudSimulator
     assert line["values"]["Power_Factor_Ln_1"] == latest["Power_Factor_Ln_1"]
     assert line["values"]["Net_Calc_Watts_Tot"] == latest["RMS_Watts_Tot"]
     assert cloud_sim.requests == {"readMeter": 1}
+
+
+# --- ekm cloud summary -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--start", "2026-09-21 10:00"], "argument --start: expected YYYY-MM-DDTHH:MM"),
+        (["--timezone", "Mars/Base"], "argument --timezone: Unknown timezone 'Mars/Base'"),
+        (["--meters", "10389~x"], "argument --meters: meter numbers are 1 to 12 digits"),
+        (["--meters", "~"], "argument --meters: no meter number"),
+        (["--report", "mo15"], "argument --report: invalid choice"),
+    ],
+)
+def test_summary_usage_errors(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    defaults = {"--meters": "10389", "--report": "hr", "--start": "2026-09-21T10:00",
+                "--end": "2026-09-21T12:00"}  # fmt: skip
+    args = {**defaults, **dict(zip(argv[::2], argv[1::2], strict=True))}
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["cloud", "summary", "--key", DEMO_ACCOUNT_KEY,
+                  *itertools.chain.from_iterable(args.items())])  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert DEMO_ACCOUNT_KEY not in err
+    assert "Traceback" not in err
+
+
+def test_summary_end_before_start(capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, err = run(
+        capsys, "cloud", "summary", "--key", DEMO_ACCOUNT_KEY, "--meters", "10389",
+        "--report", "hr", "--start", "2026-09-21T10:00", "--end", "2026-09-21T10:00",
+    )  # fmt: skip
+    assert code == 2
+    assert lines == []
+    assert json.loads(err) == {"error": "UsageError", "message": "--end must be after --start"}
+
+
+def test_summary_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, lines, err = run(
+        capsys, "cloud", "summary", "--key", DEMO_ACCOUNT_KEY, "--meters", "10389",
+        "--report", "hr", "--start", "2026-09-21T10:00", "--end", "2026-09-21T12:00",
+        "--server", f"http://127.0.0.1:{port}", "--timeout", "5",
+    )  # fmt: skip
+    assert code == 1
+    assert lines == []
+    [line] = err.splitlines()
+    assert json.loads(line) == {
+        "error": "EkmConnectionError",
+        "message": "Cannot reach the EKM server (ClientConnectorError)",
+    }
