@@ -20,6 +20,7 @@ from .const import (
     CONF_ENTRY_TYPE,
     CONF_FULL_READ_EVERY,
     CONF_GATEWAY_KEYS,
+    CONF_HISTORY,
     CONF_METERS,
     CONF_MQTT_CA_FILE,
     CONF_MQTT_SERVER,
@@ -27,15 +28,24 @@ from .const import (
     DEFAULT_FULL_READ_EVERY,
     DOMAIN,
     ENTRY_RS485,
+    LOGGER,
     MANUFACTURER,
 )
-from .coordinator import EkmCloudCoordinator, EkmCoordinator, EkmData, EkmRs485Coordinator
+from .coordinator import (
+    EkmCloudCoordinator,
+    EkmCoordinator,
+    EkmData,
+    EkmGatewayStatusCoordinator,
+    EkmRs485Coordinator,
+)
+from .history import EkmHistoryCoordinator
 from .push import EkmPushManager, async_create_ssl_context, issue_id
 from .pyekm import DEFAULT_SERVER, DeviceKind, EkmCloudClient
 from .pyekm.catalog import model_name
 from .pyekm.mqtt import DEFAULT_MQTT_SERVER
 from .pyekm.redact import redact_url
 from .pyekm.rs485.client import EkmBus
+from .pyekm.summary import EkmSummaryClient
 from .services import async_setup_services
 
 PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.SENSOR]
@@ -58,6 +68,9 @@ class EkmRuntimeData:
     client: EkmCloudClient | None = None
     push: EkmPushManager | None = None
     bus: EkmBus | None = None
+    summary: EkmSummaryClient | None = None
+    history: EkmHistoryCoordinator | None = None
+    gateway_status: EkmGatewayStatusCoordinator | None = None
 
 
 type EkmConfigEntry = ConfigEntry[EkmRuntimeData]
@@ -86,13 +99,75 @@ async def async_setup_entry(hass: HomeAssistant, entry: EkmConfigEntry) -> bool:
     coordinator = EkmCloudCoordinator(hass, entry, client)
     await coordinator.async_config_entry_first_refresh()
     push = await _async_push_manager(hass, entry, coordinator, client)
-    entry.runtime_data = EkmRuntimeData(coordinator=coordinator, client=client, push=push)
+    summary = EkmSummaryClient(
+        async_get_clientsession(hass), entry.data[CONF_API_KEY], server=entry.data.get(CONF_SERVER)
+    )
+    gateway_status = EkmGatewayStatusCoordinator(hass, entry, summary, coordinator)
+    await gateway_status.async_refresh()
+    history = _history_coordinator(hass, entry, summary, coordinator)
+    entry.runtime_data = EkmRuntimeData(
+        coordinator=coordinator,
+        client=client,
+        push=push,
+        summary=summary,
+        history=history,
+        gateway_status=gateway_status if gateway_status.available_on_server else None,
+    )
 
     entry.async_on_unload(coordinator.async_add_listener(_device_syncer(hass, entry)))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     if push is not None:
         push.async_start()
+    if history is not None:
+        _start_history(hass, entry, history, coordinator, push)
     return True
+
+
+def _history_coordinator(
+    hass: HomeAssistant,
+    entry: EkmConfigEntry,
+    summary: EkmSummaryClient,
+    coordinator: EkmCloudCoordinator,
+) -> EkmHistoryCoordinator | None:
+    """The history importer, unless it is turned off or there is no recorder."""
+    if not entry.options.get(CONF_HISTORY, True):
+        return None
+    if "recorder" not in hass.config.components:
+        LOGGER.info("The recorder is not running: EKM history is not imported")
+        return None
+    return EkmHistoryCoordinator(hass, entry, summary, coordinator)
+
+
+@callback
+def _start_history(
+    hass: HomeAssistant,
+    entry: EkmConfigEntry,
+    history: EkmHistoryCoordinator,
+    coordinator: EkmCloudCoordinator,
+    push: EkmPushManager | None,
+) -> None:
+    """Run the first import in the background, then hourly and on new data.
+
+    A listener of its own keeps the hourly poll going when every history entity is
+    disabled (as opower does). A pushed summary message or a meter added to the
+    account asks for a run at once (the coordinator's debouncer merges bursts).
+    """
+    entry.async_on_unload(history.async_add_listener(lambda: None))
+    entry.async_create_background_task(hass, history.async_refresh(), "ekm history import")
+    if push is not None:
+        push.on_summary = history.async_request_refresh
+    known: list[object] = [coordinator.data.devices]
+
+    @callback
+    def _on_devices() -> None:
+        devices = coordinator.data.devices
+        if devices is not known[0] and set(devices) - set(known[0]):  # type: ignore[call-overload]
+            entry.async_create_background_task(
+                hass, history.async_request_refresh(), "ekm history for new meters"
+            )
+        known[0] = devices
+
+    entry.async_on_unload(coordinator.async_add_listener(_on_devices))
 
 
 async def _async_push_manager(

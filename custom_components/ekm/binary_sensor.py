@@ -1,6 +1,9 @@
-"""Binary sensors: whether each meter is reporting."""
+"""Binary sensors: whether each meter is reporting, push streams and gateways are up."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from homeassistant.components.binary_sensor import (
     BinarySensorEntity,
@@ -12,9 +15,11 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
 from . import EkmConfigEntry
 from .const import DOMAIN
+from .coordinator import EkmGatewayStatusCoordinator
 from .entity import EkmEntity
 from .push import EkmPushManager, signal_push_state
 
@@ -23,6 +28,13 @@ PARALLEL_UPDATES = 0
 PUSH_CONNECTED = BinarySensorEntityDescription(
     key="push_connected",
     translation_key="push_connected",
+    device_class=BinarySensorDeviceClass.CONNECTIVITY,
+    entity_category=EntityCategory.DIAGNOSTIC,
+)
+
+GATEWAY_ONLINE = BinarySensorEntityDescription(
+    key="gateway_online",
+    translation_key="gateway_online",
     device_class=BinarySensorDeviceClass.CONNECTIVITY,
     entity_category=EntityCategory.DIAGNOSTIC,
 )
@@ -60,6 +72,63 @@ async def async_setup_entry(
     entry.async_on_unload(coordinator.async_add_listener(_add_new))
     if (push := entry.runtime_data.push) is not None:
         async_add_entities(EkmPushConnectedSensor(entry, push, mac) for mac in push.gateways)
+    if (status := entry.runtime_data.gateway_status) is not None:
+        _add_gateway_sensors(entry, status, async_add_entities)
+
+
+@callback
+def _add_gateway_sensors(
+    entry: EkmConfigEntry,
+    status: EkmGatewayStatusCoordinator,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """A gateway-status sensor per Push3 gateway on the account, as gateways appear."""
+    known: set[str] = set()
+    gateways = status.cloud
+
+    @callback
+    def _add_new() -> None:
+        new = [mac for mac in gateways.data.gateways if mac not in known]
+        known.update(new)
+        if new:
+            async_add_entities(EkmGatewayOnlineSensor(status, mac) for mac in new)
+
+    _add_new()
+    entry.async_on_unload(gateways.async_add_listener(_add_new))
+
+
+class EkmGatewayOnlineSensor(CoordinatorEntity[EkmGatewayStatusCoordinator], BinarySensorEntity):
+    """On while EKM sees the Push3 gateway online (Summary V2 GStat).
+
+    EKM's GStat answer is passed through as attributes: its schema is inferred.
+    """
+
+    _attr_has_entity_name = True
+    entity_description = GATEWAY_ONLINE
+
+    def __init__(self, coordinator: EkmGatewayStatusCoordinator, mac: str) -> None:
+        super().__init__(coordinator)
+        self._mac = mac
+        self._attr_unique_id = f"{coordinator.config_entry.unique_id}_{mac}_gateway_online"
+        self._attr_device_info = DeviceInfo(identifiers={(DOMAIN, mac)})
+
+    @property
+    def available(self) -> bool:
+        """Available while GStat answers and says something about this gateway."""
+        status = self.coordinator.data.get(self._mac)
+        return super().available and status is not None and status.online is not None
+
+    @property
+    def is_on(self) -> bool | None:
+        """Whether EKM sees the gateway online."""
+        status = self.coordinator.data.get(self._mac)
+        return status.online if status else None
+
+    @property
+    def extra_state_attributes(self) -> Mapping[str, Any]:
+        """EKM's own status fields, as it sent them."""
+        status = self.coordinator.data.get(self._mac)
+        return dict(status.raw) if status else {}
 
 
 class EkmReportingSensor(EkmEntity, BinarySensorEntity):

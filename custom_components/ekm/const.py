@@ -36,6 +36,11 @@ CONF_MQTT_CA_FILE: Final = "mqtt_ca_file"
 # While a gateway's stream is up its meters are polled only this often (safety net).
 SAFETY_NET_INTERVAL: Final = timedelta(minutes=15)
 
+# History (Summary API into long-term statistics) and gateway status (Summary V2 GStat).
+CONF_HISTORY: Final = "import_history"
+CONF_HISTORY_SINCE: Final = "history_since"
+GATEWAY_STATUS_INTERVAL: Final = timedelta(minutes=5)
+
 # Entry types: an EKM Push account (cloud) or a local RS-485 meter bus.
 CONF_ENTRY_TYPE: Final = "entry_type"
 ENTRY_CLOUD: Final = "cloud"

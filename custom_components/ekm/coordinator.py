@@ -28,6 +28,7 @@ from .const import (
     DEFAULT_SCAN_INTERVAL,
     DEFAULT_STALE_THRESHOLD,
     DOMAIN,
+    GATEWAY_STATUS_INTERVAL,
     LOGGER,
     SAFETY_NET_INTERVAL,
 )
@@ -47,6 +48,7 @@ from .pyekm import (
 )
 from .pyekm.catalog import derive
 from .pyekm.rs485.client import EkmBus
+from .pyekm.summary import EkmSummaryClient, GatewayStatus
 
 if TYPE_CHECKING:
     from . import EkmConfigEntry
@@ -109,6 +111,21 @@ class FieldAges:
 def _derived(name: str) -> bool:
     spec = FIELDS.get(name)
     return spec is not None and spec.derived
+
+
+def update_failed(err: EkmError) -> ConfigEntryAuthFailed | UpdateFailed:
+    """The translated coordinator error for a cloud error (the one mapping of them)."""
+    if isinstance(err, EkmAuthError):
+        return ConfigEntryAuthFailed(translation_domain=DOMAIN, translation_key="invalid_auth")
+    if isinstance(err, EkmRateLimitError):
+        return UpdateFailed(
+            translation_domain=DOMAIN, translation_key="rate_limited", retry_after=err.retry_after
+        )
+    return UpdateFailed(
+        translation_domain=DOMAIN,
+        translation_key="communication_error",
+        translation_placeholders={"error": str(err)},
+    )
 
 
 class EkmCoordinator(DataUpdateCoordinator[EkmData]):
@@ -228,22 +245,8 @@ class EkmCloudCoordinator(EkmCoordinator):
             read_sets = await self.client.async_read_meters(to_poll) if to_poll else {}
             if full:
                 self._full_poll_at = dt_util.utcnow()
-        except EkmAuthError as err:
-            raise ConfigEntryAuthFailed(
-                translation_domain=DOMAIN, translation_key="invalid_auth"
-            ) from err
-        except EkmRateLimitError as err:
-            raise UpdateFailed(
-                translation_domain=DOMAIN,
-                translation_key="rate_limited",
-                retry_after=err.retry_after,
-            ) from err
         except EkmError as err:
-            raise UpdateFailed(
-                translation_domain=DOMAIN,
-                translation_key="communication_error",
-                translation_placeholders={"error": str(err)},
-            ) from err
+            raise update_failed(err) from err
         readings = [read_set.latest for read_set in read_sets.values() if read_set.latest]
         return self.build_data(
             readings, devices=self._link_gateways(devices, read_sets), gateways=gateways
@@ -291,6 +294,50 @@ class EkmCloudCoordinator(EkmCoordinator):
 
     def _included(self) -> dict[str, DeviceInfo]:
         return {a: d for a, d in self.account_devices.items() if a not in self.excluded}
+
+
+class EkmGatewayStatusCoordinator(DataUpdateCoordinator[Mapping[str, GatewayStatus]]):
+    """Polls EKM's gateway status (Summary V2 GStat) for the account's Push3 gateways.
+
+    Optional, as peblar's optional coordinators are: a server without GStat (404) turns
+    it off for good and no entity is made.
+    """
+
+    config_entry: EkmConfigEntry
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: EkmConfigEntry,
+        client: EkmSummaryClient,
+        cloud: EkmCloudCoordinator,
+    ) -> None:
+        super().__init__(
+            hass,
+            LOGGER,
+            config_entry=entry,
+            name=f"{DOMAIN} gateway status",
+            update_interval=GATEWAY_STATUS_INTERVAL,
+            always_update=False,
+        )
+        self.client = client
+        self.cloud = cloud
+        self.available_on_server = True
+        self.data = {}
+
+    async def _async_update_data(self) -> Mapping[str, GatewayStatus]:
+        macs = sorted(self.cloud.data.gateways)
+        if not macs:
+            return {}
+        try:
+            status = await self.client.async_gateway_status(macs)
+        except EkmError as err:
+            raise update_failed(err) from err
+        if status is None:
+            self.available_on_server = False
+            self.update_interval = None
+            return {}
+        return status
 
 
 # How a failed meter command is reported: the first matching error class wins.

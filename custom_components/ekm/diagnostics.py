@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from homeassistant.components.diagnostics import async_redact_data
@@ -10,8 +11,9 @@ from homeassistant.const import CONF_API_KEY, CONF_PASSWORD
 from homeassistant.core import HomeAssistant
 
 from . import EkmConfigEntry
-from .const import CONF_GATEWAY_KEYS
+from .const import CONF_GATEWAY_KEYS, DOMAIN
 from .pyekm.redact import redact_text
+from .statistics import EXPORT, IMPORT, statistic_id
 
 TO_REDACT = {CONF_API_KEY, CONF_PASSWORD, "key", "gateway_keys", "token", "passwords"}
 
@@ -37,6 +39,12 @@ async def async_get_config_entry_diagnostics(
             coordinator.update_interval.total_seconds() if coordinator.update_interval else None
         ),
         "push": entry.runtime_data.push.stats() if entry.runtime_data.push else None,
+        "history": _history(entry),
+        "gateway_status": (
+            {mac: asdict(status) for mac, status in gateway_status.data.items()}
+            if (gateway_status := entry.runtime_data.gateway_status)
+            else None
+        ),
         "gateways": {
             mac: {"name": gw.name, "meters": list(gw.meters)} for mac, gw in data.gateways.items()
         },
@@ -74,6 +82,36 @@ def _scrub(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
         return redact_text(value, secrets)
     return value
+
+
+def _history(entry: EkmConfigEntry) -> dict[str, Any] | None:
+    """Where each meter's history import stands: the last imported hour per statistic."""
+    history = entry.runtime_data.history
+    if history is None:
+        return None
+    summary = entry.runtime_data.summary
+    return {
+        "last_update_success": history.last_update_success,
+        "rows_written": history.rows_written,
+        "requests": summary.requests if summary else None,
+        "v2_available": summary.v2_available if summary else None,
+        "statistics": {
+            statistic_id(DOMAIN, address, kind): {
+                "last_hour": (
+                    datetime.fromtimestamp(meter.last_hour_ms / 1000, UTC).isoformat()
+                    if meter.last_hour_ms is not None
+                    else None
+                ),
+                "history_start": (
+                    datetime.fromtimestamp(meter.started_ms / 1000, UTC).isoformat()
+                    if meter.started_ms is not None
+                    else None
+                ),
+            }
+            for address, meter in history.meters.items()
+            for kind in (IMPORT, EXPORT)
+        },
+    }
 
 
 def _bus(entry: EkmConfigEntry) -> dict[str, Any] | None:

@@ -9,6 +9,8 @@ from homeassistant.config_entries import (
     OptionsFlowWithReload,
 )
 from homeassistant.helpers.selector import (
+    BooleanSelector,
+    DateSelector,
     SelectOptionDict,
     SelectSelector,
     SelectSelectorConfig,
@@ -22,6 +24,8 @@ from .const import (
     CONF_EXCLUDED_METERS,
     CONF_FULL_READ_EVERY,
     CONF_GATEWAY_KEYS,
+    CONF_HISTORY,
+    CONF_HISTORY_SINCE,
     CONF_METERS,
     CONF_NEW_GATEWAY_KEYS,
     CONF_SCAN_INTERVAL,
@@ -91,6 +95,12 @@ class EkmOptionsFlow(OptionsFlowWithReload):
                     data={
                         CONF_SCAN_INTERVAL: int(user_input[CONF_SCAN_INTERVAL]),
                         CONF_STALE_THRESHOLD: int(user_input[CONF_STALE_THRESHOLD]),
+                        CONF_HISTORY: bool(user_input.get(CONF_HISTORY, True)),
+                        **(
+                            {CONF_HISTORY_SINCE: user_input[CONF_HISTORY_SINCE]}
+                            if user_input.get(CONF_HISTORY_SINCE)
+                            else {}
+                        ),
                         # Stored as exclusions, so meters added to the account later appear.
                         CONF_EXCLUDED_METERS: sorted(set(addresses) - selected),
                         **({CONF_GATEWAY_KEYS: keys, **push_options(push)} if keys else {}),
@@ -124,6 +134,15 @@ class EkmOptionsFlow(OptionsFlowWithReload):
                 )
             )
         schema[vol.Optional(CONF_NEW_GATEWAY_KEYS)] = KEYS_SELECTOR
+        schema[vol.Required(CONF_HISTORY, default=entry.options.get(CONF_HISTORY, True))] = (
+            BooleanSelector()
+        )
+        since = entry.options.get(CONF_HISTORY_SINCE)
+        schema[
+            vol.Optional(
+                CONF_HISTORY_SINCE, description={"suggested_value": since} if since else None
+            )
+        ] = DateSelector()
         schema[vol.Required(CONF_PUSH)] = push_section(dict(entry.options))
         return self.async_show_form(
             step_id="init",

@@ -11,9 +11,11 @@ the Realtime poll, which then only runs as a safety net.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 import math
 import ssl
+from typing import Any
 
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
@@ -106,6 +108,8 @@ class EkmPushManager:
         self.ssl_context = ssl_context
         self.gateways = {mac: GatewayPush(key=key, mac=mac) for key, mac in gateways.items()}
         self.summaries: dict[str, SummaryReading] = {}
+        # Called when a summary message arrives (the history importer reads Summary then).
+        self.on_summary: Callable[[], Coroutine[Any, Any, None]] | None = None
         self.gap_fills = 0
         self.gap_readings = 0
         self._entry = coordinator.config_entry
@@ -184,6 +188,8 @@ class EkmPushManager:
     async def _async_on_event(self, gateway: GatewayPush, event: PushEvent) -> None:
         if isinstance(event, SummaryReading):
             self.summaries[event.address] = event
+            if self.on_summary is not None:
+                await self.on_summary()
             return
         gateway.seen.add(event.address)
         # A message's meters arrive one event at a time, back to back: apply them as

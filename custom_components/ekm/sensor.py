@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from homeassistant.components.sensor import (
@@ -25,16 +25,27 @@ from homeassistant.const import (
     UnitOfReactiveEnergy,
     UnitOfReactivePower,
 )
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
+from homeassistant.helpers.update_coordinator import CoordinatorEntity
+from homeassistant.util import dt as dt_util
 
 from . import EkmConfigEntry
-from .const import CONF_ENTRY_TYPE, ENTRY_RS485
+from .const import CONF_ENTRY_TYPE, DOMAIN, ENTRY_RS485
 from .coordinator import EkmCoordinator
 from .entity import EkmEntity, async_add_meter_entities
+from .history import EkmHistoryCoordinator
 from .pyekm import FIELDS, MeterReading
 from .pyekm.catalog import ENUMS, power_factor
+from .repairs import (
+    RESET_CONFIRM_READS,
+    async_clear_register_reset,
+    async_raise_register_reset,
+    signal_accept_reset,
+)
 
 PARALLEL_UPDATES = 0
 
@@ -383,6 +394,78 @@ async def async_setup_entry(
         EkmSensorEntityDescription.present,
         EkmSensor,
     )
+    if (history := entry.runtime_data.history) is not None:
+        _add_history_sensors(entry, history, async_add_entities)
+
+
+HISTORY_SENSOR = SensorEntityDescription(
+    key="history_imported_until",
+    translation_key="history_imported_until",
+    device_class=SensorDeviceClass.TIMESTAMP,
+    entity_category=EntityCategory.DIAGNOSTIC,
+)
+
+
+@callback
+def _add_history_sensors(
+    entry: EkmConfigEntry,
+    history: EkmHistoryCoordinator,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """A 'history imported until' sensor per meter with history, as meters appear."""
+    known: set[str] = set()
+
+    @callback
+    def _add_new() -> None:
+        new = [a for a in history.data if a not in known]
+        known.update(new)
+        if new:
+            async_add_entities(EkmHistorySensor(history, a) for a in new)
+
+    _add_new()
+    entry.async_on_unload(history.async_add_listener(_add_new))
+
+
+class EkmHistorySensor(CoordinatorEntity[EkmHistoryCoordinator], SensorEntity):
+    """How far the meter's history has been imported into long-term statistics."""
+
+    _attr_has_entity_name = True
+    entity_description = HISTORY_SENSOR
+
+    def __init__(self, coordinator: EkmHistoryCoordinator, address: str) -> None:
+        super().__init__(coordinator)
+        self.address = address
+        self._attr_unique_id = (
+            f"{coordinator.config_entry.unique_id}_{address}_{HISTORY_SENSOR.key}"
+        )
+        self._attr_device_info = DeviceInfo(identifiers={(DOMAIN, address)})
+
+    @property
+    def available(self) -> bool:
+        """Available while the meter has history to import (a failed run keeps it)."""
+        return self.address in self.coordinator.data
+
+    @property
+    def native_value(self) -> datetime | None:
+        """The end of the newest imported hour."""
+        meter = self.coordinator.data.get(self.address)
+        return meter.imported_until if meter else None
+
+    @property
+    def extra_state_attributes(self) -> Mapping[str, Any]:
+        """The import's progress and where the meter's history starts."""
+        meter = self.coordinator.data.get(self.address)
+        if meter is None:
+            return {}
+        now_ms = int(dt_util.utcnow().timestamp() * 1000)
+        return {
+            "progress": meter.progress(now_ms),
+            "history_start": (
+                datetime.fromtimestamp(meter.started_ms / 1000, UTC).isoformat()
+                if meter.started_ms is not None
+                else None
+            ),
+        }
 
 
 class EkmSensor(EkmEntity, RestoreSensor, SensorEntity):
@@ -399,17 +482,32 @@ class EkmSensor(EkmEntity, RestoreSensor, SensorEntity):
         super().__init__(coordinator, address, description)
         self._highest: float | None = None  # for monotonic registers
         self._valid = False
+        self._lower_reads: set[int] = set()  # readings (ms) below the highest value
         self._update_from_reading()
 
     async def async_added_to_hass(self) -> None:
         """Remember the last total across restarts so it can never go backwards."""
         await super().async_added_to_hass()
-        last = (
-            await self.async_get_last_sensor_data() if self.entity_description.monotonic else None
+        if not self.entity_description.monotonic:
+            return
+        entry_id = self.coordinator.config_entry.entry_id
+        self.async_on_remove(
+            async_dispatcher_connect(
+                self.hass, signal_accept_reset(entry_id, self.address), self._accept_reset
+            )
         )
+        last = await self.async_get_last_sensor_data()
         if last is not None and isinstance(last.native_value, int | float):
             self._highest = max(self._highest or 0, float(last.native_value))
             self._update_from_reading()
+
+    @callback
+    def _accept_reset(self) -> None:
+        """The owner confirmed the meter was replaced or reset: continue from its value."""
+        self._highest = None
+        self._lower_reads.clear()
+        self._update_from_reading()
+        self.async_write_ha_state()
 
     def _update_from_reading(self) -> None:
         reading = self.reading
@@ -418,12 +516,37 @@ class EkmSensor(EkmEntity, RestoreSensor, SensorEntity):
         if self.entity_description.monotonic and isinstance(value, int | float):
             if self._highest is not None and value < self._highest:
                 self._valid = False  # bad data (a glitch to 0, say): never go backwards
+                self._count_lower(reading, value)
             else:
                 self._highest = float(value)
+                if self._lower_reads:
+                    self._lower_reads.clear()
+                    if self.hass is not None:
+                        entry_id = self.coordinator.config_entry.entry_id
+                        async_clear_register_reset(self.hass, entry_id, self.address)
         self._attr_native_value = value if self._valid else None
         attrs_fn = self.entity_description.attrs_fn
         attrs = attrs_fn(reading) if attrs_fn and reading and self._valid else None
         self._attr_extra_state_attributes = dict(attrs) if attrs else {}
+
+    def _count_lower(self, reading: MeterReading | None, value: float) -> None:
+        """A lower register that persists is a replaced or reset meter: ask the owner."""
+        if reading is None or self.hass is None:
+            return
+        self._lower_reads.add(reading.timestamp_ms)
+        if len(self._lower_reads) == RESET_CONFIRM_READS:
+            assert self._highest is not None
+            async_raise_register_reset(
+                self.hass,
+                self.coordinator.config_entry.entry_id,
+                self.address,
+                meter=self.device_entry.name_by_user or self.device_entry.name or self.address
+                if self.device_entry
+                else self.address,
+                register=self.entity_description.fields[0],
+                old=self._highest,
+                new=value,
+            )
 
     @property
     def available(self) -> bool:

@@ -2,16 +2,61 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, cast
+
+from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import Platform
-from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers import service
+from homeassistant.core import (
+    HomeAssistant,
+    ServiceCall,
+    ServiceResponse,
+    SupportsResponse,
+    callback,
+)
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers import config_validation as cv, device_registry as dr, service
+from homeassistant.util import dt as dt_util
+from homeassistant.util.json import JsonObjectType, JsonValueType
 import probatio as vol
 
-from .const import DOMAIN
+from .const import CONF_ENTRY_TYPE, DOMAIN, ENTRY_RS485
+from .pyekm import EkmError, EkmRateLimitError
+from .pyekm.summary import Report
+
+if TYPE_CHECKING:
+    from . import EkmConfigEntry
 
 ATTR_STATE = "state"
 ATTR_DURATION = "duration"
+ATTR_METERS = "meters"
+ATTR_START = "start"
+ATTR_END = "end"
+ATTR_REPORT = "report"
+ATTR_FIELDS = "fields"
 SERVICE_SET_RELAY = "set_relay"
+SERVICE_IMPORT_HISTORY = "import_history"
+SERVICE_GET_SUMMARY = "get_summary"
+# EKM answers at most this many periods per request; the client pages, but an action
+# returning more than this in one response would be unwieldy.
+MAX_SUMMARY_PERIODS = 10_000
+
+IMPORT_HISTORY_SCHEMA = vol.Schema(
+    {
+        vol.Required(ATTR_METERS): vol.All(cv.ensure_list, [cv.string]),
+        vol.Required(ATTR_START): cv.datetime,
+    }
+)
+GET_SUMMARY_SCHEMA = vol.Schema(
+    {
+        vol.Required(ATTR_METERS): vol.All(cv.ensure_list, [cv.string]),
+        vol.Required(ATTR_REPORT): vol.In([r.value for r in Report]),
+        vol.Required(ATTR_START): cv.datetime,
+        vol.Required(ATTR_END): cv.datetime,
+        vol.Optional(ATTR_FIELDS): vol.All(cv.ensure_list, [cv.string]),
+    }
+)
 
 
 @callback
@@ -30,3 +75,141 @@ def async_setup_services(hass: HomeAssistant) -> None:
         },
         func="async_handle_set_relay",
     )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_IMPORT_HISTORY,
+        _async_import_history,
+        schema=IMPORT_HISTORY_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
+    )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_GET_SUMMARY,
+        _async_get_summary,
+        schema=GET_SUMMARY_SCHEMA,
+        supports_response=SupportsResponse.ONLY,
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    """A time from the action (naive = Home Assistant's time zone) in UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt_util.get_default_time_zone())
+    return dt_util.as_utc(value)
+
+
+def _meters_by_entry(
+    hass: HomeAssistant, device_ids: Sequence[str]
+) -> dict[str, tuple[EkmConfigEntry, list[str]]]:
+    """The cloud entries of the chosen meter devices, with each entry's addresses."""
+    registry = dr.async_get(hass)
+    chosen: dict[str, tuple[EkmConfigEntry, list[str]]] = {}
+    for device_id in device_ids:
+        device = registry.async_get(device_id)
+        address = (
+            next((i[1] for i in device.identifiers if i[0] == DOMAIN), None) if device else None
+        )
+        entry: EkmConfigEntry | None = (
+            hass.config_entries.async_get_entry(device.primary_config_entry)
+            if device and device.primary_config_entry
+            else None
+        )
+        if device is None or address is None or entry is None or entry.domain != DOMAIN:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="not_a_meter",
+                translation_placeholders={"device": device_id},
+            )
+        name = device.name_by_user or device.name or address
+        if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="no_cloud_history",
+                translation_placeholders={"meter": name},
+            )
+        if entry.state is not ConfigEntryState.LOADED:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="entry_not_loaded",
+                translation_placeholders={"entry": entry.title},
+            )
+        if address not in entry.runtime_data.coordinator.data.devices:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="not_a_meter",
+                translation_placeholders={"device": name},
+            )
+        chosen.setdefault(entry.entry_id, (entry, []))[1].append(address)
+    return chosen
+
+
+def _action_error(err: EkmError) -> HomeAssistantError:
+    if isinstance(err, EkmRateLimitError):
+        return HomeAssistantError(translation_domain=DOMAIN, translation_key="rate_limited")
+    return HomeAssistantError(
+        translation_domain=DOMAIN,
+        translation_key="communication_error",
+        translation_placeholders={"error": str(err)},
+    )
+
+
+async def _async_import_history(call: ServiceCall) -> ServiceResponse:
+    """Import the chosen meters' history again, from ``start`` on."""
+    start = _utc(call.data[ATTR_START])
+    if start >= dt_util.utcnow():
+        raise ServiceValidationError(translation_domain=DOMAIN, translation_key="start_in_future")
+    hours = 0
+    for entry, addresses in _meters_by_entry(call.hass, call.data[ATTR_METERS]).values():
+        history = entry.runtime_data.history
+        if history is None:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="history_off",
+                translation_placeholders={"entry": entry.title},
+            )
+        try:
+            hours += await history.async_reimport(addresses, start)
+        except HomeAssistantError:
+            raise
+        except EkmError as err:  # pragma: no cover - async_reimport maps its errors
+            raise _action_error(err) from err
+    return {"hours_imported": hours}
+
+
+async def _async_get_summary(call: ServiceCall) -> ServiceResponse:
+    """EKM's summary rows of the chosen meters (for scripts: "kWh used yesterday")."""
+    start, end = _utc(call.data[ATTR_START]), _utc(call.data[ATTR_END])
+    if end <= start:
+        raise ServiceValidationError(translation_domain=DOMAIN, translation_key="end_before_start")
+    periods: list[JsonObjectType] = []
+    for entry, addresses in _meters_by_entry(call.hass, call.data[ATTR_METERS]).values():
+        client = entry.runtime_data.summary
+        assert client is not None  # every loaded cloud entry has one
+        try:
+            found = await client.async_summary(
+                addresses,
+                call.data[ATTR_REPORT],
+                start,
+                end,
+                timezone=call.hass.config.time_zone,
+                fields=call.data.get(ATTR_FIELDS),
+            )
+        except EkmError as err:
+            raise _action_error(err) from err
+        periods.extend(
+            {
+                "meter": p.address,
+                "start": p.start.isoformat(),
+                "end": p.end.isoformat(),
+                **p.values,
+            }
+            for p in found
+        )
+    if len(periods) > MAX_SUMMARY_PERIODS:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="too_many_periods",
+            translation_placeholders={"count": str(len(periods)), "max": str(MAX_SUMMARY_PERIODS)},
+        )
+    periods.sort(key=lambda p: (str(p["start"]), str(p["meter"])))
+    return {"periods": cast(list[JsonValueType], periods)}

@@ -13,6 +13,7 @@ from custom_components.ekm.config_flow import account_unique_id
 from custom_components.ekm.const import (
     CONF_ADVANCED,
     CONF_EXCLUDED_METERS,
+    CONF_HISTORY,
     CONF_METERS,
     CONF_SCAN_INTERVAL,
     CONF_SERVER,
@@ -215,6 +216,7 @@ async def test_options(hass: HomeAssistant, loaded_entry: MockConfigEntry, fleet
     assert loaded_entry.options == {
         CONF_SCAN_INTERVAL: 120,
         CONF_STALE_THRESHOLD: 900,
+        CONF_HISTORY: True,
         CONF_EXCLUDED_METERS: sorted(fleet.meters)[-1:],
     }
     await hass.async_block_till_done()

@@ -154,7 +154,7 @@ async def test_timeout_then_recovery(
     hass: HomeAssistant, loaded_entry: MockConfigEntry, cloud: CloudSimulator
 ) -> None:
     client = loaded_entry.runtime_data.client
-    client._timeout = __import__("aiohttp").ClientTimeout(total=0.2)
+    client._http._timeout = __import__("aiohttp").ClientTimeout(total=0.2)
     cloud.faults.latency_s = 1.0
     await _refresh(hass, loaded_entry)
     assert hass.states.get(DEMO_POWER).state == STATE_UNAVAILABLE

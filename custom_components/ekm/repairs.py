@@ -1,0 +1,97 @@
+"""Repairs: a lifetime register that went down (meter replaced or reset), confirmed by the owner.
+
+A lifetime register (``kWh_Tot`` and the like) never goes down on a working meter, so a
+lower value is first taken as bad data: the sensor turns unavailable rather than show a
+drop. When the lower value persists (``RESET_CONFIRM_READS`` readings), the meter was
+most likely replaced or zero-reset: a repair issue names the meter and the register, and
+once the owner confirms, the new register is the new baseline. The sensors continue
+from it (their ``total_increasing`` statistics take it as a new cycle, so sums never
+drop) and the history statistics, which count only rises, continue without a drop too.
+"""
+
+from __future__ import annotations
+
+from homeassistant.components.repairs import ConfirmRepairFlow, RepairsFlow, RepairsFlowResult
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.dispatcher import async_dispatcher_send
+
+from .const import DOMAIN
+
+RESET_CONFIRM_READS = 3
+_PREFIX = "register_reset"
+
+
+def reset_issue_id(entry_id: str, address: str) -> str:
+    """The repair issue of one meter's lowered register."""
+    return f"{_PREFIX}_{entry_id}_{address}"
+
+
+def signal_accept_reset(entry_id: str, address: str) -> str:
+    """Dispatcher signal: the owner accepted the meter's new register values."""
+    return f"{DOMAIN}_{entry_id}_{address}_accept_reset"
+
+
+@callback
+def async_raise_register_reset(
+    hass: HomeAssistant,
+    entry_id: str,
+    address: str,
+    *,
+    meter: str,
+    register: str,
+    old: float,
+    new: float,
+) -> None:
+    """Ask the owner whether the meter was replaced or reset."""
+    ir.async_create_issue(
+        hass,
+        DOMAIN,
+        reset_issue_id(entry_id, address),
+        is_fixable=True,
+        is_persistent=False,
+        severity=ir.IssueSeverity.WARNING,
+        translation_key="register_reset",
+        translation_placeholders={
+            "meter": meter,
+            "register": register,
+            "old": f"{old:g}",
+            "new": f"{new:g}",
+        },
+        data={"entry_id": entry_id, "address": address},
+    )
+
+
+@callback
+def async_clear_register_reset(hass: HomeAssistant, entry_id: str, address: str) -> None:
+    """The register is back above its old value (it was a glitch): no question."""
+    ir.async_delete_issue(hass, DOMAIN, reset_issue_id(entry_id, address))
+
+
+class RegisterResetFlow(ConfirmRepairFlow):
+    """Confirm that the meter was replaced or reset; its sensors then accept the values."""
+
+    def __init__(self, entry_id: str, address: str) -> None:
+        super().__init__()
+        self._entry_id = entry_id
+        self._address = address
+
+    async def async_step_confirm(
+        self, user_input: dict[str, str] | None = None
+    ) -> RepairsFlowResult:
+        """On confirmation, tell the meter's sensors to take the new baseline."""
+        if user_input is not None:
+            async_dispatcher_send(self.hass, signal_accept_reset(self._entry_id, self._address))
+            return self.async_create_entry(data={})
+        issue = ir.async_get(self.hass).async_get_issue(self.handler, self.issue_id)
+        placeholders = issue.translation_placeholders if issue else None
+        return self.async_show_form(step_id="confirm", description_placeholders=placeholders)
+
+
+async def async_create_fix_flow(
+    hass: HomeAssistant, issue_id: str, data: dict[str, str | int | float | None] | None
+) -> RepairsFlow:
+    """The flow that fixes an EKM repair issue."""
+    if issue_id.startswith(_PREFIX) and data is not None:
+        return RegisterResetFlow(str(data["entry_id"]), str(data["address"]))
+    return ConfirmRepairFlow()
