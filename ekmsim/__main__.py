@@ -31,7 +31,7 @@ class Service:
 
 
 def _cloud_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("cloud (Account and Realtime APIs)")
+    group = parser.add_argument_group("cloud (Account, Realtime and Summary APIs)")
     group.add_argument("--port", type=int, default=8080, help="HTTP port (0 = any free port)")
     group.add_argument("--no-cloud", action="store_true", help="do not serve the cloud APIs")
 
@@ -42,6 +42,10 @@ async def _start_cloud(fleet: Fleet, args: argparse.Namespace) -> Stop | None:
     sim = CloudSimulator(fleet)
     url = await sim.start(args.host, args.port)
     say(f"cloud: {url}  (Realtime {url}/readMeter, Account {url}/account/api/account)")
+    say(
+        f"summary: {url}/summary  (V2 {url}/summary/api/v2/meter, "
+        f"{url}/summary/api/v2/firstlast, {url}/summary/api/v2/gstat)"
+    )
     say("cloud admin endpoints:\n" + ADMIN_HELP.rstrip())
     return sim.stop
 
@@ -81,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--history", type=int, default=1000, help="reads kept per meter (EKM keeps 1000)"
     )
+    parser.add_argument(
+        "--history-days",
+        type=float,
+        default=None,
+        help="meters first reported this many days ago (default: early 2023)",
+    )
     for service in SERVICES:
         service.add_arguments(parser)
     return parser
@@ -96,8 +106,9 @@ def build_fleet(args: argparse.Namespace) -> Fleet:
             clock=clock,
             interval_s=args.interval,
             history_len=args.history,
+            history_days=args.history_days,
         )
-    fleet = Fleet.demo(clock=clock, interval_s=args.interval)
+    fleet = Fleet.demo(clock=clock, interval_s=args.interval, history_days=args.history_days)
     fleet.history_len = args.history
     return fleet
 

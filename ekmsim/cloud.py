@@ -1,8 +1,15 @@
-"""Simulated EKM Push cloud: Account API and Realtime ``readMeter`` on one port."""
+"""Simulated EKM Push cloud: Account, Realtime and Summary APIs on one port.
 
-# The shapes follow shared/docs/ekm-cloud-api.md §2, §5 and §8. Faults (latency, HTTP
-# errors, malformed bodies, rate limits, bad reads) are changed at runtime through
-# ``CloudSimulator.faults`` or over HTTP under ``/_sim/`` (see ADMIN_HELP).
+* Account API: ``/account/api/account``, ``/account/api/gateway``;
+* Realtime: ``/readMeter`` (the 1,000 latest reads of each meter);
+* Summary (ekmsim.summary): legacy ``/summary``, V2 ``/summary/api/v2/meter``,
+  ``/summary/api/v2/firstlast`` and ``/summary/api/v2/gstat`` (paths of the last two
+  inferred). Summary rows come from the same register functions as the Realtime reads.
+"""
+
+# The shapes follow shared/docs/ekm-cloud-api.md §2, §3, §5 and §8. Faults (latency, HTTP
+# errors, malformed bodies, rate limits, bad reads, no Summary V2) are changed at runtime
+# through ``CloudSimulator.faults`` or over HTTP under ``/_sim/`` (see ADMIN_HELP).
 
 from __future__ import annotations
 
@@ -22,7 +29,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
-from .fleet import Fleet, Read, SimMeter
+from .fleet import Fleet, Read, SimGateway, SimMeter
+from .summary import (
+    NoData,
+    SummaryError,
+    first_last,
+    gateway_status,
+    parse_addresses,
+    parse_summary_query,
+    parse_zone,
+    summary_rows,
+)
 
 type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -41,7 +58,9 @@ MALFORMED_KINDS: Final = (
     "error_body",  # {"error": "..."} with HTTP 200
     "auth_error_body",  # {"status_code": 401, "error": "Invalid key"} with HTTP 200
 )
-ENDPOINTS: Final = ("readMeter", "account", "gateway")
+ENDPOINTS: Final = (
+    "readMeter", "account", "gateway", "summary", "summary_v2", "firstlast", "gstat"
+)  # fmt: skip
 ERROR_STATUSES: Final = (400, 401, 403, 404, 429, 500, 502, 503, 504)
 
 # --- EKM status codes ----------------------------------------------------------------------
@@ -120,6 +139,7 @@ class Faults:
     force_status: int | None = None  # answer every readMeter with this EKM status code
     bad_read_rate: float = 0.0  # share of reads served as Good: 0 with PERR.NR
     numbers_as_json: bool = False  # serve measurements as JSON numbers, not strings
+    summary_v2: bool = True  # False: a server without Summary V2 (404 on /summary/api/v2/...)
     extra_fields: dict[str, Any] = field(default_factory=dict)  # added to every good read
     deep_meter_lists: bool = True  # deep account answers include each gateway's meters
     rate_limit: int | None = None  # API requests allowed per key per rate_window_s
@@ -229,9 +249,14 @@ class CloudSimulator:
             ("/readmeter", "readMeter", self._read_meter),
             ("/account/api/account", "account", self._account),
             ("/account/api/gateway", "gateway", self._gateway),
+            ("/summary", "summary", self._summary),
+            ("/summary/api/v2/meter", "summary_v2", self._summary_v2),
+            ("/summary/api/v2/firstlast", "firstlast", self._firstlast),
+            ("/summary/api/v2/gstat", "gstat", self._gstat),
         ]
         for path, name, handler in api:
             app.router.add_get(path, self._api(name, handler))
+        app.router.add_get("/summary/api/v2/{tail:.*}", self._summary_v2_unknown)
         app.router.add_get("/_sim/state", self._admin_state)
         app.router.add_get("/_sim/faults", self._admin_faults)
         app.router.add_post("/_sim/faults", self._admin_faults)
@@ -242,6 +267,7 @@ class CloudSimulator:
         app.router.add_post("/_sim/keys/restore", self._admin_keys)
         app.router.add_get("/_sim/meters", self._admin_meters)
         app.router.add_post("/_sim/meters/{address}", self._admin_meter)
+        app.router.add_post("/_sim/gateways/{mac}", self._admin_gateway)
         app.router.add_post("/_sim/advance", self._admin_advance)
         app.router.add_post("/_sim/control/{name}", self._admin_control)
         return app
@@ -415,6 +441,85 @@ class CloudSimulator:
             return status_response(1000, meters="~".join(meters))
         return _json({"readMeter": {"ReadSet": read_sets}}, None)
 
+    # --- Summary API (ekmsim.summary computes, these handlers check keys and encode) -------
+
+    def _refused(self, key: str, wanted: tuple[str, ...]) -> web.Response | None:
+        """Status 1200 for the first meter the key may not see."""
+        visible = set(self.fleet.meters_for_key(key) or ())
+        for address in wanted:
+            if address not in visible:
+                return status_response(1200, meter=address, key=key)
+        return None
+
+    async def _summary(self, request: web.Request) -> web.StreamResponse:
+        return self._summary_answer(request, v2=False)
+
+    async def _summary_v2(self, request: web.Request) -> web.StreamResponse:
+        if not self.faults.summary_v2:
+            return error_response(404)
+        return self._summary_answer(request, v2=True)
+
+    async def _summary_v2_unknown(self, request: web.Request) -> web.StreamResponse:
+        return error_response(404)
+
+    def _summary_answer(self, request: web.Request, *, v2: bool) -> web.Response:
+        query = request.query
+        key = query.get("key", "")
+        if (denied := self._auth(key)) is not None:
+            return denied
+        try:
+            params = parse_summary_query(query, v2=v2)
+        except SummaryError as err:
+            return _error_text(err)
+        if (refused := self._refused(key, params.meters)) is not None:
+            return refused
+        fleet = self.fleet
+        fleet.advance_to()
+        rows = summary_rows(
+            fleet, params, now=fleet.clock.now(), v2=v2, numbers=self.faults.numbers_as_json
+        )
+        return _rows_response(rows)
+
+    async def _firstlast(self, request: web.Request) -> web.StreamResponse:
+        if not self.faults.summary_v2:
+            return error_response(404)
+        query = request.query
+        key = query.get("key", "")
+        if (denied := self._auth(key)) is not None:
+            return denied
+        try:
+            text = query.get("devices", query.get("meters"))
+            addresses = parse_addresses(text, "devices", v2=True)
+            zone = parse_zone(query.get("timezone"), v2=True)
+        except SummaryError as err:
+            return _error_text(err)
+        if (refused := self._refused(key, addresses)) is not None:
+            return refused
+        fleet = self.fleet
+        fleet.advance_to()
+        return _rows_response(first_last(fleet, addresses, now=fleet.clock.now(), zone=zone))
+
+    async def _gstat(self, request: web.Request) -> web.StreamResponse:
+        if not self.faults.summary_v2:
+            return error_response(404)
+        query = request.query
+        key = query.get("key", "")
+        if (denied := self._auth(key)) is not None:
+            return denied
+        visible = {gw.mac: gw for gw in self.fleet.gateways_for_key(key)}
+        wanted = [
+            m.strip().lower().replace(":", "")
+            for m in query.get("gateways", query.get("devices", "")).split("~")
+            if m.strip()
+        ]
+        for mac in wanted:
+            if mac not in visible:
+                return status_response(1200, meter=mac, key=key)
+        chosen = [visible[m] for m in dict.fromkeys(wanted)] if wanted else list(visible.values())
+        fleet = self.fleet
+        rows = gateway_status(chosen, now=fleet.clock.now(), interval_s=fleet.interval_s)
+        return _rows_response(rows)
+
     # --- admin -------------------------------------------------------------------------------
 
     async def _admin_state(self, request: web.Request) -> web.StreamResponse:
@@ -425,10 +530,7 @@ class CloudSimulator:
                 "interval_s": fleet.interval_s,
                 "faults": self.faults.to_json(),
                 "requests": dict(self.requests),
-                "gateways": [
-                    {"mac": gw.mac, "name": gw.name, "meters": gw.meters}
-                    for gw in fleet.gateways.values()
-                ],
+                "gateways": [_gateway_json(gw) for gw in fleet.gateways.values()],
                 "meters": [_meter_json(m) for m in fleet.meters.values()],
             }
         )
@@ -472,13 +574,43 @@ class CloudSimulator:
         if meter is None:
             return web.json_response({"error": "unknown meter"}, status=404)
         body = await _json_body(request)
+        for name in ("first_report", "last_report", "replace_at", "initial_kwh"):
+            value = body.get(name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                return web.json_response({"error": f"{name}: a number"}, status=400)
+        if isinstance(body.get("first_report"), int | float):
+            meter.first_report = float(body["first_report"])
+        if "last_report" in body:
+            last = body["last_report"]
+            meter.last_report = None if last is None else float(last)
         for name in ("responsive", "solar"):
             if isinstance(body.get(name), bool):
                 setattr(meter, name, body[name])
         relays = body.get("relays")
         if isinstance(relays, list) and len(relays) == 2 and meter.supports_relays:
             meter.relays = [bool(r) for r in relays]
+        if body.get("replace") is True or body.get("replace_at") is not None:
+            at = body.get("replace_at")
+            try:
+                self.fleet.replace_registers(
+                    meter.address,
+                    None if at is None else float(at),
+                    float(body.get("initial_kwh") or 0.0),
+                )
+            except ValueError as err:
+                return web.json_response({"error": str(err)}, status=400)
         return web.json_response(_meter_json(meter))
+
+    async def _admin_gateway(self, request: web.Request) -> web.StreamResponse:
+        mac = request.match_info["mac"].lower().replace(":", "")
+        if mac not in self.fleet.gateways:
+            return web.json_response({"error": "unknown gateway"}, status=404)
+        body = await _json_body(request)
+        if isinstance(body.get("online"), bool):
+            self.fleet.set_gateway_online(mac, body["online"])
+        return web.json_response(_gateway_json(self.fleet.gateways[mac]))
 
     async def _admin_control(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -503,10 +635,16 @@ class CloudSimulator:
 ADMIN_HELP: Final = """\
 GET  /_sim/state                      clock, faults, request counts, gateways, meters
 GET|POST|DELETE /_sim/faults          read / update (partial JSON) / reset the fault knobs
+                                      ("summary_v2": false = no Summary V2, 404)
 GET|DELETE /_sim/requests             API request counts per endpoint / reset them
 POST /_sim/keys/revoke {"key": K}     make a key invalid (403); /_sim/keys/restore undoes it
 GET  /_sim/meters                     meter summaries
-POST /_sim/meters/<address> {...}     set "responsive" (false = stale), "solar", "relays"
+POST /_sim/meters/<address> {...}     set "responsive" (false = stale from now), "solar",
+                                      "relays", "first_report" / "last_report" (epoch s,
+                                      null = still reporting); "replace": true (a new meter
+                                      from now) or "replace_at": epoch, with "initial_kwh"
+                                      (default 0): registers restart lower
+POST /_sim/gateways/<mac> {"online": B}  GStat state (offline: last seen now)
 POST /_sim/advance {"seconds": S}     move the simulated clock and generate reads
 POST /_sim/control/<name>             run a control of another service (mqtt_stop, mqtt_start)
 """
@@ -633,7 +771,34 @@ def _meter_json(meter: SimMeter) -> dict[str, Any]:
         "responsive": meter.responsive,
         "solar": meter.solar,
         "relays": meter.relays,
+        "first_report": meter.first_report,
+        "last_report": meter.last_report,
+        "unresponsive_since": meter.unresponsive_since,
+        "replaced_at": [s.start for s in meter.register_model.segments if len(s.resets) > 2],
     }
+
+
+def _gateway_json(gateway: SimGateway) -> dict[str, Any]:
+    return {
+        "mac": gateway.mac,
+        "name": gateway.name,
+        "meters": gateway.meters,
+        "online": gateway.online,
+        "last_seen": gateway.last_seen,
+    }
+
+
+def _error_text(err: SummaryError) -> web.Response:
+    """The Summary API's answer to bad arguments: HTTP 200, plain text, 'Error...'."""
+    return web.Response(text=err.body(), content_type="text/plain")
+
+
+def _rows_response(rows: list[dict[str, Any]] | NoData) -> web.Response:
+    if isinstance(rows, NoData):
+        return status_response(rows.code, **rows.details)
+    return web.Response(
+        text=json.dumps(rows, separators=(",", ":")), content_type="application/json"
+    )
 
 
 def _truthy(value: str | None) -> bool:

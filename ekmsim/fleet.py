@@ -321,6 +321,28 @@ class RegisterModel:
         """Channel value at ``t`` in whole units of the resolution (floor, as a meter)."""
         return math.floor(self.value(channel, t) * unit + 1e-9)
 
+    def units_at(self, channel: int, times: Iterable[float], unit: float) -> list[int]:
+        """:meth:`units` at many times (the same arithmetic, inlined for speed)."""
+        if len(self.segments) > 1:
+            return [self.units(channel, t, unit) for t in times]
+        seg = self.segments[0]
+        col = seg.table.cum[channel]
+        day = col[SLOTS]
+        offset, scale, shift, first = seg.offset[channel], seg.scale[channel], seg.shift, seg.start
+        floor = math.floor
+        out = []
+        for t in times:
+            days, s = divmod(max(t, first) + shift, 86400.0)
+            k = int(s / SLOT_S)
+            if k >= SLOTS:
+                k = SLOTS - 1
+            lo = col[k]
+            value = offset + scale * (
+                days * day + lo + (col[k + 1] - lo) * (s - k * SLOT_S) / SLOT_S
+            )
+            out.append(floor(value * unit + 1e-9))
+        return out
+
     def extremes(self, channel: int, t0: float, t1: float, unit: float) -> tuple[int, int]:
         """Smallest and largest quantized value over [t0, t1] (resets included)."""
         first = self.units(channel, t0, unit)

@@ -231,7 +231,7 @@ async def test_admin_api(http: aiohttp.ClientSession, sim: CloudSimulator) -> No
         {"fail_next": [200]},
         {"malformed": "weird"},
         {"force_status": 999},
-        {"only_endpoints": ["summary"]},
+        {"only_endpoints": ["history"]},
         ["not", "an", "object"],
     ):
         status, body = await post(http, sim, "/_sim/faults", bad)
