@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 import ipaddress
 import json
 import logging
-import math
 from pathlib import Path
 import shutil
 import ssl
-import statistics
 import struct
 import tempfile
 from typing import Final, Literal
@@ -42,6 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from . import summary
 from .fleet import Fleet, Read, ReadBatch, SimMeter
 
 _LOGGER = logging.getLogger(__name__)
@@ -470,18 +469,11 @@ class MqttBroker:
 
 # Fields sent as numeric strings in "mixed" style (the others go as JSON numbers).
 _STRING_PREFIXES: Final = ("kWh", "Rev_kWh", "Reactive_Energy", "Pulse_Cnt", "RMS_Volts")
-_REGISTERS: Final = (
-    "kWh_Tot",
-    "Rev_kWh_Tot",
-    "Reactive_Energy_Tot",
-    *(f"kWh_Tariff_{t}" for t in (1, 2, 3, 4)),
-    *(f"Pulse_Cnt_{n}" for n in (1, 2, 3)),
-)
-_INSTANT: Final = (
-    "RMS_Watts_Tot",
-    "Line_Freq",
-    *(f"{name}_Ln_{n}" for name in ("RMS_Volts", "Amps", "RMS_Watts") for n in (1, 2, 3)),
-)
+# The fields of a pushed 15-minute summary (a payload stays well under 256 kB per gateway).
+SUMMARY_FIELDS: Final = (
+    "kWh_Tot_*", "Rev_kWh_Tot_*", "Reactive_Energy_Tot_*", "kWh_Tariff_*", "Pulse_Cnt_*",
+    "RMS_Watts_Tot_*", "Line_Freq_*", "RMS_Volts_Ln_*", "Amps_Ln_*", "RMS_Watts_Ln_*",
+)  # fmt: skip
 
 
 class MqttSimulator:
@@ -661,17 +653,17 @@ class MqttSimulator:
     def _publish_summaries(self, end_ms: int) -> None:
         assert self._broker is not None
         start_ms = end_ms - self.summary_period_s * 1000
+        numbers = self.value_style == "numbers"
+        interval = self.fleet.interval_s
         for gateway in self.fleet.gateways.values():
             body: dict[str, object] = {}
             for address in gateway.meters:
                 meter = self.fleet.meters.get(address)
-                reads = [
-                    r
-                    for r in self.fleet.history(address)
-                    if start_ms <= _stamp(r) < end_ms and r.get("Good") == 1
-                ]
-                if meter is not None and reads:
-                    body[f"meter_{address}"] = summarize(meter, reads, start_ms, end_ms)
+                if meter is None:
+                    continue
+                row = summarize(meter, start_ms, end_ms, interval_s=interval, numbers=numbers)
+                if row is not None:
+                    body[f"meter_{address}"] = row
             if body:
                 payload = json.dumps(body, separators=(",", ":")).encode()
                 self._broker.publish(f"summary/{gateway.key}", payload)
@@ -696,37 +688,26 @@ class MqttSimulator:
         return not self.strict_acl or key == username
 
 
-def _stamp(read: Mapping[str, object]) -> float:
-    value = read.get("Time_Stamp_UTC_ms")
-    return float(value) if isinstance(value, int | float) else -math.inf
+def summarize(
+    meter: SimMeter, start_ms: int, end_ms: int, *, interval_s: int = 60, numbers: bool = False
+) -> dict[str, object] | None:
+    """A 15-minute summary in EKM's field style, from the Summary API's row function.
 
-
-def summarize(meter: SimMeter, reads: list[Read], start_ms: int, end_ms: int) -> dict[str, object]:
-    """A 15-minute summary in EKM's field style (``_Min/_Max/_Diff``, ``_Average``...)."""
-    out: dict[str, object] = {
-        "Meter": meter.address,
-        "Protocol": meter.protocol,
-        "Count": len(reads),
-        "Start_Time_Stamp_UTC_ms": start_ms,
-        "End_Time_Stamp_UTC_ms": end_ms,
-    }
-    for name in _REGISTERS:
-        values = [float(v) for r in reads if isinstance(v := r.get(name), int | float)]
-        if values:
-            out[f"{name}_Min"] = min(values)
-            out[f"{name}_Max"] = max(values)
-            out[f"{name}_Diff"] = str(round(values[-1] - values[0], 6))
-            if name.startswith("Pulse_Cnt"):
-                out[f"{name}_First"] = values[0]
-                out[f"{name}_Last"] = values[-1]
-    for name in _INSTANT:
-        values = [float(v) for r in reads if isinstance(v := r.get(name), int | float)]
-        if values:
-            out[f"{name}_Average"] = round(statistics.fmean(values), 3)
-            out[f"{name}_StdDev"] = round(statistics.pstdev(values), 3)
-            out[f"{name}_Min"] = min(values)
-            out[f"{name}_Max"] = max(values)
-    return out
+    None when the meter has no read in [start_ms, end_ms). Values are numeric strings
+    (``numbers``: JSON numbers); ``Meter`` and ``Protocol`` as in realtime messages.
+    """
+    row = summary.summarize(
+        meter,
+        start_ms / 1000,
+        end_ms / 1000,
+        interval_s=interval_s,
+        fields=SUMMARY_FIELDS,
+        v2=False,
+        numbers=numbers,
+    )
+    if row is None:
+        return None
+    return row | {"Meter": meter.address, "Protocol": meter.protocol}
 
 
 def fault_payloads(oversize: int = 300 * 1024) -> list[bytes]:

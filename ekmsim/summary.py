@@ -550,7 +550,7 @@ class _RowMaker:
         self.zone = zone
         self.patterns = patterns
         self.v2 = v2
-        self.numbers = v2 or numbers
+        self.numbers = numbers
         self._dates: dict[float, str] = {}
         self._plans: dict[tuple[str, ...], tuple[RegisterPlan, InstantPlan]] = {}
 
@@ -789,7 +789,7 @@ def summary_rows(
     total = sum(t.rows_from(0) for t in tracks)
     if total == 0:
         return _no_rows(query, names, first, last)
-    maker = _RowMaker(query.zone, query.fields, v2=v2, numbers=numbers)
+    maker = _RowMaker(query.zone, query.fields, v2=v2, numbers=v2 or numbers)
     if query.offset >= total:
         return []
     # Newest first: the period holding row number ``offset``, by bisection.
@@ -855,11 +855,13 @@ def summarize(
     zone: tzinfo = UTC,
     fields: tuple[str, ...] | None = None,
     v2: bool = True,
+    numbers: bool | None = None,
 ) -> dict[str, Any] | None:
     """One meter's summary row over [start, end) (the MQTT summaries use it).
 
     The row starts no earlier than the first read and ends no later than the last read
-    at ``now`` (default: ``end``); None when the meter has no read in it.
+    at ``now`` (default: ``end``); None when the meter has no read in it. ``v2`` chooses
+    the typing (``numbers`` overrides it for the values).
     """
     span = data_span(meter, interval_s, end if now is None else now)
     if span is None:
@@ -867,7 +869,8 @@ def summarize(
     track = _Track(meter, span, (start, end), interval_s, end - start)
     if not track.has(0):
         return None
-    return _RowMaker(zone, fields, v2=v2, numbers=v2).rows(track, [0])[0]
+    maker = _RowMaker(zone, fields, v2=v2, numbers=v2 if numbers is None else numbers)
+    return maker.rows(track, [0])[0]
 
 
 def first_last(

@@ -190,11 +190,15 @@ def test_topic_matches() -> None:
 def test_summarize(fleet: Fleet) -> None:
     fleet.advance(600)
     reads = list(fleet.history(DEMO_METER))[-10:]
-    out = summarize(fleet.meters[DEMO_METER], reads, 0, 900_000)
+    start = int(reads[0]["Time_Stamp_UTC_ms"])
+    out = summarize(fleet.meters[DEMO_METER], start, start + 600_000)
+    assert out is not None
     assert out["Count"] == 10
     assert float(out["kWh_Tot_Diff"]) >= 0  # type: ignore[arg-type]
-    assert out["Pulse_Cnt_1_Last"] >= out["Pulse_Cnt_1_First"]  # type: ignore[operator]
+    assert int(out["Pulse_Cnt_1_Last"]) >= int(out["Pulse_Cnt_1_First"])  # type: ignore[call-overload]
     assert "RMS_Watts_Tot_StdDev" in out
+    assert out["kWh_Tot_First"] == f"{reads[0]['kWh_Tot']:.2f}"  # the Realtime value
+    assert summarize(fleet.meters[DEMO_METER], 0, 900_000) is None  # before its first report
 
 
 async def test_value_styles(fleet: Fleet, sim: MqttSimulator) -> None:
