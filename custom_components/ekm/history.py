@@ -82,8 +82,9 @@ class MeterHistory:
     address: str
     started_ms: int | None = None  # the first hour imported (first report or "since")
     last_hour_ms: int | None = None  # the newest complete hour written
-    # Recent written hours: start -> (import kWh, export kWh, import sum, export sum).
-    recent: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
+    # Recent written hours: start -> (import kWh, export kWh, import sum, export sum,
+    # import deficit; see statistics.Hour).
+    recent: dict[int, tuple[float, float, float, float, float]] = field(default_factory=dict)
     no_data_at: float | None = None  # when EKM last had nothing for the meter (monotonic)
     loaded: bool = False
 
@@ -109,6 +110,15 @@ class MeterHistory:
             return 0.0, 0.0
         row = self.recent[max(earlier)]
         return row[2], row[3]
+
+    def deficit_before(self, hour_ms: int) -> float:
+        """The import deficit carried out of the newest written hour before ``hour_ms``.
+
+        Not stored in the statistics: after a restart it starts at 0 again (at most one
+        register quantum counted early, once).
+        """
+        earlier = [h for h in self.recent if h < hour_ms]
+        return self.recent[max(earlier)][4] if earlier else 0.0
 
 
 def _meta(address: str, kind: str, name: str) -> StatisticMetaData:
@@ -228,6 +238,7 @@ class EkmHistoryCoordinator(DataUpdateCoordinator[Mapping[str, MeterHistory]]):
                     float(other.get("state") or 0.0),
                     float(row.get("sum") or 0.0),
                     float(other.get("sum") or 0.0),
+                    0.0,
                 )
             if meter.recent:
                 meter.last_hour_ms = max(meter.recent)
@@ -354,7 +365,12 @@ class EkmHistoryCoordinator(DataUpdateCoordinator[Mapping[str, MeterHistory]]):
         inside = [p for p in periods if p.start_ms >= window_start]
         if not inside:
             return previous
-        energy = hourly_energy(inside, now_ms=int(now.timestamp() * 1000), previous=previous)
+        energy = hourly_energy(
+            inside,
+            now_ms=int(now.timestamp() * 1000),
+            previous=previous,
+            deficit=meter.deficit_before(inside[0].start_ms),
+        )
         if energy.resets:
             LOGGER.info(
                 "A register of EKM meter %s went down (replaced or reset meter?); "
@@ -366,7 +382,7 @@ class EkmHistoryCoordinator(DataUpdateCoordinator[Mapping[str, MeterHistory]]):
         first = energy.hours[0].start_ms
         # Hours written before that EKM no longer returns keep their value.
         kept = {
-            h: Hour(h, row[0], row[1])
+            h: Hour(h, row[0], row[1], row[4])
             for h, row in meter.recent.items()
             if first <= h <= energy.hours[-1].start_ms
         }
@@ -390,7 +406,13 @@ class EkmHistoryCoordinator(DataUpdateCoordinator[Mapping[str, MeterHistory]]):
             )
         self.rows_written += 2 * len(rows)
         for hour, imported_sum, exported_sum in rows:
-            meter.recent[hour.start_ms] = (hour.imported, hour.exported, imported_sum, exported_sum)
+            meter.recent[hour.start_ms] = (
+                hour.imported,
+                hour.exported,
+                imported_sum,
+                exported_sum,
+                hour.deficit,
+            )
         meter.last_hour_ms = max(meter.last_hour_ms or 0, rows[-1][0].start_ms)
         keep_from = meter.last_hour_ms - (_MARGIN_HOURS + 2) * HOUR_MS
         meter.recent = {h: v for h, v in meter.recent.items() if h >= keep_from}
@@ -418,7 +440,7 @@ class EkmHistoryCoordinator(DataUpdateCoordinator[Mapping[str, MeterHistory]]):
         for address in addresses:
             meter = self.meters.setdefault(address, MeterHistory(address=address, loaded=True))
             base = await self._async_stored_before(address, start_ms)
-            meter.recent = {base[0]: (0.0, 0.0, base[1], base[2])} if base else {}
+            meter.recent = {base[0]: (0.0, 0.0, base[1], base[2], 0.0)} if base else {}
             meter.last_hour_ms = base[0] if base else None
             meter.started_ms = min(meter.started_ms or start_ms, start_ms)
             try:

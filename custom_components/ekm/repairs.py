@@ -19,6 +19,7 @@ from homeassistant.helpers.dispatcher import async_dispatcher_send
 from .const import DOMAIN
 
 RESET_CONFIRM_READS = 3
+PRIMARY_REGISTER = "kWh_Tot"
 _PREFIX = "register_reset"
 
 
@@ -43,7 +44,14 @@ def async_raise_register_reset(
     old: float,
     new: float,
 ) -> None:
-    """Ask the owner whether the meter was replaced or reset."""
+    """Ask the owner whether the meter was replaced or reset.
+
+    Every lowered register of the meter calls this; the issue names the total
+    (``kWh_Tot``) when it is one of them, else the first register that asked.
+    """
+    existing = ir.async_get(hass).async_get_issue(DOMAIN, reset_issue_id(entry_id, address))
+    if existing is not None and register != PRIMARY_REGISTER:
+        return
     ir.async_create_issue(
         hass,
         DOMAIN,

@@ -46,11 +46,18 @@ def statistic_id(domain: str, address: str, kind: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Hour:
-    """One complete hour of one meter (kWh)."""
+    """One complete hour of one meter (kWh).
+
+    EKM's registers are quantized (0.1 to 0.001 kWh) and forward energy is the
+    difference of two of them (total - reverse), so while a meter exports it can dip by
+    a quantum. An hour never goes negative: the dip is kept as ``deficit`` and taken
+    from the next hours, so the sum still follows the registers exactly.
+    """
 
     start_ms: int
     imported: float
     exported: float
+    deficit: float = 0.0
 
 
 @dataclass(slots=True)
@@ -95,12 +102,14 @@ def hourly_energy(
     *,
     now_ms: int,
     previous: SummaryPeriod | None = None,
+    deficit: float = 0.0,
 ) -> HourlyEnergy:
     """Sum one meter's summary periods into complete UTC hours.
 
     ``periods`` may come in any order (EKM answers newest first) and may repeat; they
     must belong to one meter. ``previous`` is the period just before them, if known,
-    so a gap at the start of the window is bridged too.
+    so a gap at the start of the window is bridged too. ``deficit`` is the
+    :attr:`Hour.deficit` of the hour before (see there).
     """
     ordered = sorted({p.start_ms: p for p in periods}.values(), key=lambda p: p.start_ms)
     result = HourlyEnergy()
@@ -121,15 +130,14 @@ def hourly_energy(
         if total < -_EPSILON or reverse < -_EPSILON:  # went down inside the period
             result.resets.append(period.start_ms)
             total = reverse = 0.0
-        if gap_total < -_EPSILON:  # went down while EKM had no periods
+        if gap_total < -_EPSILON or gap_reverse < -_EPSILON:  # went down in a gap
             if result.resets[-1:] != [period.start_ms]:
                 result.resets.append(period.start_ms)
             gap_total = gap_reverse = 0.0
         total += gap_total
-        reverse += max(0.0, gap_reverse)
-        reverse = min(max(0.0, reverse), max(0.0, total))
+        reverse += gap_reverse
         sums = totals.setdefault(hour, [0.0, 0.0])
-        sums[0] += total - reverse
+        sums[0] += total - reverse  # may dip below 0 by a quantum: see Hour.deficit
         sums[1] += reverse
         before = period
     # An hour is complete when the newest period reaches its end and it is over.
@@ -137,8 +145,11 @@ def hourly_energy(
     for hour in sorted(totals):
         if hour + HOUR_MS > min(covered_until, now_ms):
             break
-        imported, exported = totals[hour][0], totals[hour][1]
-        result.hours.append(Hour(hour, round(max(0.0, imported), 6), round(exported, 6)))
+        imported = totals[hour][0] - deficit
+        deficit = max(0.0, -imported)
+        result.hours.append(
+            Hour(hour, round(max(0.0, imported), 6), round(totals[hour][1], 6), round(deficit, 6))
+        )
     return result
 
 

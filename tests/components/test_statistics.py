@@ -148,3 +148,20 @@ def test_cumulative_continues_the_stored_sum() -> None:
     hours = [Hour(T0, 1.0, 0.5), Hour(T0 + HOUR_MS, 2.0, 0.0)]
     rows = cumulative(hours, (100.0, 10.0))
     assert [(r[1], r[2]) for r in rows] == [(101.0, 10.5), (103.0, 10.5)]
+
+
+def test_forward_dip_of_a_quantum_is_carried_not_negative() -> None:
+    # Exporting: total and reverse each rise, their difference dips by 0.01 in hour 1.
+    def q(i: int, total: float, rev: float, d_total: float, d_rev: float) -> SummaryPeriod:
+        return period(i, total, rev, start_total=total - d_total, start_reverse=rev - d_rev)
+
+    # One period per hour (its last quarter; the others are missing, the registers flat).
+    periods = [q(3, 100.05, 10.0, 0.05, 0.0)]  # hour 0: +0.05
+    periods += [q(7, 100.10, 10.06, 0.05, 0.06)]  # hour 1: -0.01
+    periods += [q(11, 100.20, 10.06, 0.10, 0.0)]  # hour 2: +0.10
+    energy = hourly_energy(periods, now_ms=T0 + 3 * HOUR_MS)
+    assert [h.imported for h in energy.hours] == [0.05, 0.0, 0.09]
+    assert [h.exported for h in energy.hours] == [0.0, 0.06, 0.0]
+    assert energy.hours[1].deficit == 0.01
+    # A deficit handed in from an earlier window is taken from the first hour.
+    assert hourly_energy(quarters(4), now_ms=T0 + HOUR_MS, deficit=0.25).hours[0].imported == 0.75

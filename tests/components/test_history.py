@@ -1,0 +1,344 @@
+"""History import: the simulator's Summary API into long-term statistics, with the recorder."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Any
+
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.components.recorder import Recorder
+from homeassistant.components.recorder.statistics import (
+    list_statistic_ids,
+    statistics_during_period,
+)
+from homeassistant.components.repairs import repairs_flow_manager
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr, issue_registry as ir
+from homeassistant.helpers.recorder import get_instance
+from homeassistant.setup import async_setup_component
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.components.recorder.common import (
+    async_wait_recording_done,
+)
+
+from custom_components.ekm.const import CONF_HISTORY, DOMAIN
+from custom_components.ekm.history import EkmHistoryCoordinator
+from custom_components.ekm.repairs import reset_issue_id
+from ekmsim.cloud import CloudSimulator
+from ekmsim.fleet import DEMO_METER, Fleet, SimClock, SimMeter
+
+# 2026-11-03 12:00 UTC: three days of history cover the end of daylight saving time in
+# New York (2026-11-01 02:00 EDT -> 01:00 EST, a 25-hour day).
+NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
+ZONE = "America/New_York"
+HOUR = timedelta(hours=1)
+SOLAR = "000000000099"
+
+
+def stat_id(address: str, kind: str) -> str:
+    return f"ekm:{address}_{kind}"
+
+
+@pytest.fixture
+def fleet() -> Fleet:
+    """The demo account with three days of history, on a clock that moves only when told."""
+    world = Fleet.demo(clock=SimClock(NOW.timestamp(), manual=True), history_days=3)
+    world.backfill(60)
+    return world
+
+
+@pytest.fixture(autouse=True)
+def auto_enable_custom_integrations(
+    recorder_mock: Recorder, enable_custom_integrations: None
+) -> None:
+    """The recorder first (it must exist before Home Assistant starts), then ekm."""
+
+
+@pytest.fixture
+async def hass_ny(
+    recorder_mock: Recorder, hass: HomeAssistant, freezer: FrozenDateTimeFactory
+) -> AsyncIterator[HomeAssistant]:
+    """Home Assistant with a recorder, in New York, at NOW."""
+    freezer.move_to(NOW)
+    await hass.config.async_set_time_zone(ZONE)
+    yield hass
+
+
+async def setup_entry(hass: HomeAssistant, entry: MockConfigEntry) -> EkmHistoryCoordinator:
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done(wait_background_tasks=True)
+    await async_wait_recording_done(hass)
+    history = entry.runtime_data.history
+    assert history is not None
+    return history
+
+
+async def hours(hass: HomeAssistant, statistic: str) -> list[dict[str, Any]]:
+    """Every stored hour of a statistic, oldest first."""
+    found = await get_instance(hass).async_add_executor_job(
+        statistics_during_period,
+        hass,
+        NOW - timedelta(days=30),
+        None,
+        {statistic},
+        "hour",
+        None,
+        {"state", "sum"},
+    )
+    return list(found.get(statistic, []))
+
+
+def forward(meter: SimMeter, t: datetime) -> float:
+    registers = meter.registers(t.timestamp(), ("kWh_Tot", "Rev_kWh_Tot"))
+    return float(registers["kWh_Tot"]) - float(registers["Rev_kWh_Tot"])
+
+
+def reverse(meter: SimMeter, t: datetime) -> float:
+    return float(meter.registers(t.timestamp(), ("Rev_kWh_Tot",))["Rev_kWh_Tot"])
+
+
+def assert_matches_registers(meter: SimMeter, rows: list[dict[str, Any]], kind: str) -> None:
+    """Each hour is the register's change over it, and the sum is the change since the start.
+
+    Forward energy is the difference of two quantized registers, so while a meter
+    exports it may dip by one quantum: such an hour shows 0 and the next one less
+    (never a negative hour), and the sum stays within a quantum of the registers.
+    """
+    register = forward if kind == "energy_import" else reverse
+    quantum = 10.0**-meter.kwh_decimals + 1e-6
+    first = datetime.fromtimestamp(rows[0]["start"], UTC)
+    for row in rows:
+        start = datetime.fromtimestamp(row["start"], UTC)
+        change = register(meter, start + HOUR) - register(meter, start)
+        assert row["state"] >= 0
+        if kind == "energy_export":
+            assert row["state"] == pytest.approx(change, abs=1e-6), (meter.address, start)
+        total = register(meter, start + HOUR) - register(meter, first)
+        assert row["sum"] == pytest.approx(total, abs=quantum), (meter.address, kind, start)
+
+
+async def test_backfill_every_hour_across_dst(
+    hass_ny: HomeAssistant, entry: MockConfigEntry, fleet: Fleet, cloud: CloudSimulator
+) -> None:
+    """The first setup imports every meter from its first report, hour by hour, exactly."""
+    hass = hass_ny
+    await setup_entry(hass, entry)
+    for address, meter in fleet.meters.items():
+        for kind in ("energy_import", "energy_export"):
+            rows = await hours(hass, stat_id(address, kind))
+            assert rows, (address, kind)
+            starts = [row["start"] for row in rows]
+            # No hour lost or repeated, through the 25-hour day.
+            assert starts == [starts[0] + 3600 * i for i in range(len(starts))]
+            assert starts[0] == pytest.approx(meter.first_report - meter.first_report % 3600)
+            assert datetime.fromtimestamp(starts[-1], UTC) == NOW - HOUR
+            assert_matches_registers(meter, rows, kind)
+    # The solar home exports by day.
+    assert (await hours(hass, stat_id(SOLAR, "energy_export")))[-1]["sum"] > 1
+    ids = {
+        s["statistic_id"]: s
+        for s in await get_instance(hass).async_add_executor_job(
+            list_statistic_ids, hass, None, "sum"
+        )
+    }
+    meta = ids[stat_id(DEMO_METER, "energy_import")]
+    assert meta["source"] == DOMAIN
+    assert meta["statistics_unit_of_measurement"] == "kWh"
+    assert meta["unit_class"] == "energy"
+    # The progress sensor.
+    state = hass.states.get("sensor.omnimeter_000000010389_history_imported_until")
+    assert state is not None
+    assert datetime.fromisoformat(state.state) == NOW
+    assert state.attributes["progress"] == 100.0
+
+
+async def test_hourly_poll_continues_the_sum(
+    hass_ny: HomeAssistant,
+    entry: MockConfigEntry,
+    fleet: Fleet,
+    cloud: CloudSimulator,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """An hour later the new hour is added; the hours re-read for late data stay the same."""
+    hass = hass_ny
+    history = await setup_entry(hass, entry)
+    before = await hours(hass, stat_id(DEMO_METER, "energy_import"))
+    cloud.reset_counts()
+    fleet.advance(3 * 3600)
+    freezer.tick(timedelta(hours=3))
+    await history.async_refresh()
+    await async_wait_recording_done(hass)
+    after = await hours(hass, stat_id(DEMO_METER, "energy_import"))
+    assert len(after) == len(before) + 3
+    assert after[: len(before)] == before
+    assert_matches_registers(fleet.meters[DEMO_METER], after, "energy_import")
+    # One request for every meter at once.
+    assert cloud.requests["summary"] == 1
+
+
+async def test_restart_mid_import_counts_nothing_twice(
+    hass_ny: HomeAssistant, entry: MockConfigEntry, fleet: Fleet, cloud: CloudSimulator
+) -> None:
+    """A 429 stops the first import half-way; a reload resumes where it stopped."""
+    hass = hass_ny
+    cloud.faults.rate_limit = 2  # two Summary requests, then 429 for a minute
+    cloud.faults.only_endpoints = ["summary"]
+    cloud.faults.retry_after = "60"
+    history = await setup_entry(hass, entry)
+    assert not history.last_update_success
+    partial = {a: await hours(hass, stat_id(a, "energy_import")) for a in fleet.meters}
+    assert any(len(rows) < 3 * 24 for rows in partial.values())
+    cloud.faults.reset()
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done(wait_background_tasks=True)
+    await async_wait_recording_done(hass)
+    for address, meter in fleet.meters.items():
+        rows = await hours(hass, stat_id(address, "energy_import"))
+        assert datetime.fromtimestamp(rows[-1]["start"], UTC) == NOW - HOUR
+        assert_matches_registers(meter, rows, "energy_import")
+
+
+async def test_history_off_and_statistics_kept_on_unload(
+    hass_ny: HomeAssistant,
+    make_entry: Callable[..., MockConfigEntry],
+    fleet: Fleet,
+    cloud: CloudSimulator,
+) -> None:
+    hass = hass_ny
+    entry = make_entry()
+    await setup_entry(hass, entry)
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
+    await async_wait_recording_done(hass)
+    assert entry.state is ConfigEntryState.NOT_LOADED
+    assert await hours(hass, stat_id(DEMO_METER, "energy_import"))
+    off = make_entry(**{CONF_HISTORY: False})
+    off.add_to_hass(hass)
+    cloud.reset_counts()
+    hass.config_entries.async_update_entry(entry, options={CONF_HISTORY: False})
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done(wait_background_tasks=True)
+    assert entry.runtime_data.history is None
+    assert cloud.requests["summary"] == 0
+    progress = hass.states.get("sensor.omnimeter_000000010389_history_imported_until")
+    assert progress is None or progress.attributes.get("restored")
+
+
+async def test_meter_added_later_gets_its_history(
+    hass_ny: HomeAssistant,
+    entry: MockConfigEntry,
+    fleet: Fleet,
+    cloud: CloudSimulator,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    hass = hass_ny
+    history = await setup_entry(hass, entry)
+    new = fleet.add_meter(
+        SimMeter(address="000000077777", protocol="v4", first_report=NOW.timestamp() - 86400)
+    )
+    fleet.advance(1800)
+    freezer.tick(timedelta(minutes=31))  # the account is read again
+    await entry.runtime_data.coordinator.async_refresh()
+    await hass.async_block_till_done(wait_background_tasks=True)
+    await history.async_refresh()  # in case the debouncer held it back
+    await hass.async_block_till_done(wait_background_tasks=True)
+    await async_wait_recording_done(hass)
+    rows = await hours(hass, stat_id(new.address, "energy_import"))
+    assert len(rows) == 24
+    assert_matches_registers(new, rows, "energy_import")
+
+
+async def test_replaced_meter_repair_flow(
+    hass_ny: HomeAssistant,
+    entry: MockConfigEntry,
+    fleet: Fleet,
+    cloud: CloudSimulator,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A lower register: unavailable, then a repair issue; confirmed, the sensor goes on."""
+    hass = hass_ny
+    history = await setup_entry(hass, entry)
+    sensor = "sensor.omnimeter_000000010389_energy_imported"
+    assert float(hass.states.get(sensor).state) > 100
+    fleet.replace_registers(DEMO_METER, initial_kwh=2.0)
+    coordinator = entry.runtime_data.coordinator
+    issue = reset_issue_id(entry.entry_id, DEMO_METER)
+    for _ in range(3):
+        fleet.advance(60)
+        freezer.tick(timedelta(minutes=1))
+        await coordinator.async_refresh()
+        await hass.async_block_till_done()
+        assert hass.states.get(sensor).state == "unavailable"
+    registry = ir.async_get(hass)
+    assert registry.async_get_issue(DOMAIN, issue) is not None
+
+    # The owner confirms through the repair flow (as the Repairs dashboard does).
+    assert await async_setup_component(hass, "repairs", {})
+    manager = repairs_flow_manager(hass)
+    assert manager is not None
+    result = await manager.async_init(DOMAIN, data={"issue_id": issue})
+    assert result["step_id"] == "confirm"
+    assert result["description_placeholders"]["register"] == "kWh_Tot"
+    result = await manager.async_configure(result["flow_id"], {})
+    assert result["type"] == "create_entry"
+    await hass.async_block_till_done()
+    assert registry.async_get_issue(DOMAIN, issue) is None
+    value = float(hass.states.get(sensor).state)
+    assert 2.0 <= value < 10
+    # Statistics: no negative hour, and the sum goes on.
+    fleet.advance(2 * 3600)
+    freezer.tick(timedelta(hours=2))
+    await history.async_refresh()
+    await async_wait_recording_done(hass)
+    rows = await hours(hass, stat_id(DEMO_METER, "energy_import"))
+    assert all(row["state"] >= 0 for row in rows)
+    assert all(b["sum"] >= a["sum"] for a, b in pairwise(rows))
+
+
+async def test_get_summary_and_import_history_actions(
+    hass_ny: HomeAssistant, entry: MockConfigEntry, fleet: Fleet, cloud: CloudSimulator
+) -> None:
+    hass = hass_ny
+    await setup_entry(hass, entry)
+    device = dr.async_get(hass).async_get_device_by_identifier((DOMAIN, DEMO_METER), entry.entry_id)
+    assert device is not None
+    response = await hass.services.async_call(
+        DOMAIN,
+        "get_summary",
+        {
+            "meters": [device.id],
+            "report": "dy",
+            "start": "2026-11-02 00:00:00",
+            "end": "2026-11-03 00:00:00",
+            "fields": ["kWh_Tot_Diff"],
+        },
+        blocking=True,
+        return_response=True,
+    )
+    (period,) = response["periods"]
+    assert period["meter"] == DEMO_METER
+    meter = fleet.meters[DEMO_METER]
+    start = datetime(2026, 11, 2, 5, 0, tzinfo=UTC)  # midnight in New York (EST)
+    assert datetime.fromisoformat(period["start"]) == start
+    expected = float(
+        meter.registers((start + timedelta(days=1)).timestamp(), ("kWh_Tot",))["kWh_Tot"]
+    )
+    expected -= float(meter.registers(start.timestamp(), ("kWh_Tot",))["kWh_Tot"])
+    assert period["kWh_Tot_Diff"] == pytest.approx(expected, abs=1e-6)
+
+    before = await hours(hass, stat_id(DEMO_METER, "energy_import"))
+    result = await hass.services.async_call(
+        DOMAIN,
+        "import_history",
+        {"meters": [device.id], "start": "2026-11-02 00:00:00"},
+        blocking=True,
+        return_response=True,
+    )
+    assert result["hours_imported"] > 24
+    await async_wait_recording_done(hass)
+    assert await hours(hass, stat_id(DEMO_METER, "energy_import")) == before
