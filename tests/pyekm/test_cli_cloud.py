@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 import io
 import itertools
 import json
@@ -286,3 +287,80 @@ def test_summary_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
         "error": "EkmConnectionError",
         "message": "Cannot reach the EKM server (ClientConnectorError)",
     }
+
+
+SUMMARY_ARGS = ("--meters", "10389~10388", "--report", "hr", "--start", "2026-09-21T06:00",
+                "--end", "2026-09-21T09:00", "--timezone", "America/New_York")  # fmt: skip
+
+
+def test_summary_lines(cloud_thread: ThreadedCloud, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, err = run(
+        capsys, "cloud", "summary", "--server", cloud_thread.url, "--key", DEMO_ACCOUNT_KEY,
+        *SUMMARY_ARGS, "--fields", "kWh_Tot*~RMS_Watts_Tot_Average",
+    )  # fmt: skip
+    assert code == 0, err
+    start_ms = int(datetime(2026, 9, 21, 10, tzinfo=UTC).timestamp() * 1000)  # 06:00 EDT
+    assert [(line["meter"], line["start_ms"]) for line in lines] == [
+        (meter, start_ms + h * 3_600_000)
+        for h in range(3)
+        for meter in ("000000010388", DEMO_METER)
+    ]
+    first = lines[0]
+    assert first["end_ms"] == first["start_ms"] + 3_600_000
+    assert set(first) == {
+        "meter", "start_ms", "end_ms", "Count", "RMS_Watts_Tot_Average",
+        *(f"kWh_Tot_{s}" for s in ("First", "Last", "Min", "Max", "Diff", "DeltaMax")),
+    }  # fmt: skip
+    assert all(isinstance(v, float) for k, v in first.items() if k[0].isupper())
+    assert first["kWh_Tot_Diff"] == pytest.approx(first["kWh_Tot_Last"] - first["kWh_Tot_First"])
+    [(name, query)] = cloud_thread.sim.request_log
+    assert name == "summary"
+    assert query["timezone"] == "America~New_York"
+    assert (query["start_date"], query["end_date"]) == ("202609210600", "202609210900")
+
+
+def test_summary_v2_matches(
+    cloud_thread: ThreadedCloud, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ("cloud", "summary", "--server", cloud_thread.url, "--key", DEMO_ACCOUNT_KEY,
+            *SUMMARY_ARGS)  # fmt: skip
+    _, legacy, _ = run(capsys, *base)
+    code, v2, _ = run(capsys, *base, "--v2")
+    assert code == 0
+    assert v2 == legacy
+    assert len(v2) == 6
+    assert cloud_thread.sim.requests == {"summary": 1, "summary_v2": 1}
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ("revoke", "EkmForbiddenError", "The EKM server rejected the key"),
+        ("meter", "EkmApiError", "EKM status 1200: a meter is not valid for this key"),
+        ("429", "EkmRateLimitError", "Rate limited by the EKM server, retry after 30 s"),
+        ("503", "EkmServerError", "EKM server answered HTTP 503"),
+    ],
+)
+def test_summary_errors(
+    cloud_thread: ThreadedCloud,
+    capsys: pytest.CaptureFixture[str],
+    change: str,
+    error: str,
+    message: str,
+) -> None:
+    sim = cloud_thread.sim
+    args = list(SUMMARY_ARGS)
+    if change == "revoke":
+        sim.fleet.revoke(DEMO_ACCOUNT_KEY)
+    elif change == "meter":
+        args[1] = "10389~12345"
+    else:
+        sim.faults.fail_next = [int(change)]
+    code, lines, err = run(
+        capsys, "cloud", "summary", "--server", cloud_thread.url, "--key", DEMO_ACCOUNT_KEY, *args
+    )
+    assert code == 1
+    assert lines == []
+    [line] = err.splitlines()
+    assert json.loads(line) == {"error": error, "message": message}
+    assert "Traceback" not in err

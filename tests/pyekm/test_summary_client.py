@@ -24,6 +24,7 @@ from custom_components.ekm.pyekm import (
     SUMMARY_SERVER,
     SUMMARY_V2_SERVER,
     EkmApiError,
+    EkmForbiddenError,
     EkmRateLimitError,
     EkmRequestError,
     EkmResponseError,
@@ -46,13 +47,15 @@ from custom_components.ekm.pyekm.summary import (
     zone_info,
     zone_param,
 )
-from ekmsim.fleet import DEMO_ACCOUNT_KEY
+from ekmsim.cloud import CloudSimulator
+from ekmsim.fleet import DEMO_ACCOUNT_KEY, DEMO_GATEWAY_KEY, DEMO_METER, Fleet, SimClock
 
 NY = ZoneInfo("America/New_York")
 KEY = DEMO_ACCOUNT_KEY  # a known secret: the autouse leak guard checks every log record
 MS = 1000
 HOUR_MS = 3_600_000
-A, B = "000000010389", "000000010388"
+A, B = DEMO_METER, "000000010388"
+SOLAR_METER = "000000000099"  # not on the demo gateway key's gateway
 
 # --- A tiny Summary server -----------------------------------------------------------------
 
@@ -861,3 +864,238 @@ async def test_v2_partly_there(client: EkmSummaryClient, fake: FakeSummary) -> N
     assert await client.async_first_last([A]) == {}
     assert v2_available(client) is True
     assert await client.async_gateway_status(["4016fa0500cd"]) is None
+
+
+# --- Through the simulator -----------------------------------------------------------------
+
+SIM_NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)  # history since early 2023 (sim default)
+
+
+@pytest.fixture
+def world() -> Fleet:
+    return Fleet.demo(clock=SimClock(SIM_NOW.timestamp(), manual=True))
+
+
+@pytest.fixture
+async def sim(world: Fleet) -> AsyncIterator[CloudSimulator]:
+    async with CloudSimulator(world) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def sim_client(sim: CloudSimulator, session: aiohttp.ClientSession) -> EkmSummaryClient:
+    assert sim.url is not None
+    return EkmSummaryClient(session, KEY, server=sim.url, timeout=10)
+
+
+@pytest.mark.parametrize("day", [date(2026, 3, 8), date(2026, 11, 1)])
+async def test_sim_dst_days(sim_client: EkmSummaryClient, sim: CloudSimulator, day: date) -> None:
+    """Both DST changes in New York: 23 or 25 hours, consecutive, and the hours' (and
+    quarter hours') energy adds up to the day's exactly (EKM's Diffs telescope)."""
+    start = datetime(day.year, day.month, day.day, tzinfo=NY)
+    end = start + timedelta(days=1)
+    tz = "America/New_York"
+    hours = await sim_client.async_summary([DEMO_METER, "10388"], "hr", start, end, timezone=tz)
+    quarters = await sim_client.async_summary([DEMO_METER], "15", start, end, timezone=tz)
+    [whole] = await sim_client.async_summary([DEMO_METER], "dy", start, end, timezone=tz)
+
+    n = 23 if day.month == 3 else 25
+    mine = [p for p in hours if p.address == DEMO_METER]
+    assert len(mine) == n
+    assert len(quarters) == 4 * n
+    assert [p.start_ms for p in mine] == [ms(start) + h * HOUR_MS for h in range(n)]
+    assert [p.address for p in hours[:2]] == [B, A]
+    assert all(p.end_ms - p.start_ms == HOUR_MS for p in mine)
+    assert whole.end_ms - whole.start_ms == n * HOUR_MS
+    for parts in (mine, quarters):
+        diff = sum(p.values["kWh_Tot_Diff"] for p in parts)
+        assert diff == pytest.approx(whole.values["kWh_Tot_Diff"], abs=1e-6)
+        assert parts[0].values["kWh_Tot_First"] == whole.values["kWh_Tot_First"]
+        assert parts[-1].values["kWh_Tot_Last"] == whole.values["kWh_Tot_Last"]
+        for before, after in itertools.pairwise(parts):
+            assert before.end_ms == after.start_ms
+            assert before.values["kWh_Tot_Last"] == after.values["kWh_Tot_First"]
+    assert {q["timezone"] for _, q in sim.request_log} == {"America~New_York"}
+    if day.month == 11:
+        assert [p.extra["Start_Date"] for p in mine].count("2026-11-01 01:00") == 2
+
+
+async def test_sim_pages_and_splits_many_meters(session: aiohttp.ClientSession) -> None:
+    fleet = Fleet.generate(250, clock=SimClock(SIM_NOW.timestamp(), manual=True), seed=3)
+    async with CloudSimulator(fleet) as sim:
+        assert sim.url is not None
+        client = EkmSummaryClient(session, KEY, server=sim.url)
+        meters = sorted(fleet.meters)
+        # Quarter hours over the fall-back night: 84 meters x 11 periods a request, and
+        # the window whose end is in the repeated hour is written an hour later (paged).
+        start = datetime(2026, 11, 1, tzinfo=NY)
+        end = datetime(2026, 11, 1, 6, tzinfo=NY)
+        chunks = [
+            chunk
+            async for chunk in client.iter_summary(
+                meters, Report.QUARTER_HOUR, start, end, timezone="America/New_York",
+                fields=["kWh_Tot_Diff"],
+            )
+        ]  # fmt: skip
+
+    flat = [p for chunk in chunks for p in chunk]
+    quarters = int((end.astimezone(UTC) - start.astimezone(UTC)) / timedelta(minutes=15))
+    assert quarters == 28  # 7 hours: 01:00 comes twice
+    assert len(flat) == quarters * 250
+    assert [(p.start_ms, p.address) for p in flat] == sorted(
+        {(p.start_ms, p.address) for p in flat}
+    )
+    for chunk in chunks:
+        assert chunk == sorted(chunk, key=lambda p: (p.start_ms, p.address))
+    assert set(flat[0].values) == {"Count", "kWh_Tot_Diff"}
+    queries = [q for name, q in sim.request_log if name == "summary"]
+    assert {len(q["meters"].split("~")) for q in queries} == {84, 82}
+    assert {q["limit"] for q in queries} == {"1000"}
+    assert any(q["offset"] == "1000" for q in queries)  # paged while a page was full
+    assert client.requests == len(queries)
+
+
+async def test_sim_range_and_no_data(
+    sim_client: EkmSummaryClient, sim: CloudSimulator, world: Fleet
+) -> None:
+    start, end = utc(2026, 10, 1), utc(2026, 11, 1)
+    [b, a] = await sim_client.async_summary([A, B], Report.RANGE, start, end)
+    assert (a.address, b.address) == (A, B)
+    assert (a.start, a.end) == (start, end)
+    days = await sim_client.async_summary([A], "dy", start, end)
+    assert a.values["kWh_Tot_Diff"] == pytest.approx(sum(p.values["kWh_Tot_Diff"] for p in days))
+
+    # Before the first report (1002) and after the last (1003): nothing there.
+    assert await sim_client.async_summary([A], "dy", utc(2020, 1, 1), utc(2020, 2, 1)) == []
+    world.meters[A].responsive = False
+    world.clock.advance(7 * 86400)
+    later = world.clock.now()
+    assert (
+        await sim_client.async_summary(
+            [A], "hr", datetime.fromtimestamp(later - 3600, UTC), datetime.fromtimestamp(later, UTC)
+        )
+        == []
+    )
+
+
+async def test_sim_current_period_and_first_report(
+    sim_client: EkmSummaryClient, world: Fleet
+) -> None:
+    now = SIM_NOW + timedelta(minutes=20)
+    world.clock.set(now.timestamp())
+    [current] = await sim_client.async_summary([A], "hr", utc(2026, 11, 20, 12), now)
+    assert current.start == utc(2026, 11, 20, 12)
+    assert current.end <= now  # the period in progress ends at the newest read
+    first = await sim_client.async_first_last([A])
+    assert first is not None
+    first_ms = first[A].first_ms
+    assert first_ms is not None
+    assert first[A].last_ms == ms(current.end)
+    assert first_ms == int(world.meters[A].first_report or 0) * MS
+    begin = datetime.fromtimestamp(first_ms / MS, UTC)
+    [partial, *_] = await sim_client.async_summary(
+        [A], "dy", begin - timedelta(days=3), begin + timedelta(days=2)
+    )
+    assert partial.start_ms == first_ms  # the period holding the first report starts at it
+
+
+async def test_sim_v2_same_periods(sim_client: EkmSummaryClient, sim: CloudSimulator) -> None:
+    start = utc(2026, 11, 19)
+    legacy = await sim_client.async_summary([A, B], "hr", start, start + timedelta(hours=5))
+    v2 = await sim_client.async_summary([A, B], "hr", start, start + timedelta(hours=5), v2=True)
+    assert v2 == legacy  # numbers or numeric strings, Meter a string or a number: the same
+    assert v2_available(sim_client) is True
+    assert sim.requests["summary_v2"] == 1
+
+
+async def test_sim_without_v2(
+    sim_client: EkmSummaryClient, sim: CloudSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim.faults.summary_v2 = False
+    caplog.set_level(logging.DEBUG, "custom_components.ekm.pyekm.summary")
+    assert await sim_client.async_first_last([A]) is None
+    assert await sim_client.async_gateway_status(["4016fa0500cd"]) is None
+    found = await sim_client.async_summary(
+        [A], "hr", utc(2026, 11, 19), utc(2026, 11, 19, 2), v2=True
+    )
+    assert len(found) == 2
+    assert v2_available(sim_client) is False
+    assert await sim_client.async_first_last([A]) is None
+    assert sim.requests == {"firstlast": 1, "gstat": 1, "summary_v2": 1, "summary": 1}
+    assert len([r for r in caplog.records if "no Summary V2" in r.getMessage()]) == 3
+
+
+async def test_sim_gateway_status(sim_client: EkmSummaryClient, world: Fleet) -> None:
+    world.set_gateway_online("4016fa010226", False)
+    world.clock.advance(3600)
+    status = await sim_client.async_gateway_status(["4016FA0500CD", "40:16:fa:01:02:26"])
+    assert status is not None
+    assert status["4016fa0500cd"].online is True
+    assert status["4016fa010226"].online is False
+    assert status["4016fa010226"].last_seen_ms == ms(SIM_NOW)
+    assert status["4016fa0500cd"].raw["Meters"] == 2
+
+
+async def test_sim_error_text(
+    sim_client: EkmSummaryClient, sim: CloudSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The simulator's answer to bad arguments (pyekm never sends them: asked directly)."""
+    assert sim.url is not None
+    with pytest.raises(EkmRequestError) as err:
+        await sim_client._http.get_json(sim.url + "/summary", {"meters": A, "report": "yr"})
+    assert str(err.value) == (
+        "EKM rejected the request's arguments: "
+        "Error: report 'yr' is not one of 15, hr, dy, wk, mo, range"
+    )
+    assert_no_secret(err.value, sim.url)
+
+
+async def test_sim_meter_not_on_the_key(
+    sim_client: EkmSummaryClient, sim: CloudSimulator, session: aiohttp.ClientSession
+) -> None:
+    """EKM's 1200 message names the key; the exception must not."""
+    with pytest.raises(EkmApiError) as err:
+        await sim_client.async_summary([A, "12345"], "hr", utc(2026, 11, 19), utc(2026, 11, 19, 2))
+    assert err.value.code == 1200
+    assert_no_secret(err.value)
+    assert sim.url is not None
+    gateway = EkmSummaryClient(session, DEMO_GATEWAY_KEY, server=sim.url)
+    with pytest.raises(EkmApiError):
+        await gateway.async_summary([SOLAR_METER], "hr", utc(2026, 11, 19), utc(2026, 11, 19, 2))
+    assert len(await gateway.async_summary([A], "hr", utc(2026, 11, 19), utc(2026, 11, 19, 2))) == 2
+
+
+async def test_sim_http_errors(
+    sim_client: EkmSummaryClient, sim: CloudSimulator, world: Fleet
+) -> None:
+    args = ([A], "hr", utc(2026, 11, 19), utc(2026, 11, 19, 2))
+    sim.faults.only_endpoints = ["summary"]
+    sim.faults.fail_next = [429]
+    sim.faults.retry_after = "30"
+    with pytest.raises(EkmRateLimitError) as limited:
+        await sim_client.async_summary(*args)
+    assert limited.value.retry_after == 30
+    sim.faults.fail_next = [503]
+    with pytest.raises(EkmServerError) as down:
+        await sim_client.async_summary(*args)
+    assert down.value.status == 503
+    for kind in ("not_json", "truncated", "empty", "error_body", "wrong_shape"):
+        sim.faults.malformed = kind
+        with pytest.raises(EkmResponseError) as bad:
+            await sim_client.async_summary(*args)
+        assert not isinstance(bad.value, EkmRequestError)
+    sim.faults.malformed = None
+    world.revoke(KEY)
+    with pytest.raises(EkmForbiddenError) as refused:
+        await sim_client.async_summary(*args)
+    for err in (limited.value, down.value, bad.value, refused.value):
+        assert_no_secret(err)
+    world.restore(KEY)
+    assert len(await sim_client.async_summary(*args)) == 2
+
+
+async def test_sim_register_replaced(sim_client: EkmSummaryClient, world: Fleet) -> None:
+    """A meter replaced mid-period: that period's Diff is negative, as EKM gives it."""
+    world.replace_registers(A, at=(SIM_NOW - timedelta(minutes=30)).timestamp())
+    found = await sim_client.async_summary([A], "hr", SIM_NOW - timedelta(hours=2), SIM_NOW)
+    assert [p.values["kWh_Tot_Diff"] < 0 for p in found] == [False, True]

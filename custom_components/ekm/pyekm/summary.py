@@ -266,6 +266,8 @@ class EkmSummaryClient(EkmHttpClient):
             params = {**query, "limit": str(MAX_ROWS_PER_REQUEST), "offset": str(offset)}
             data = await self._get_rows(meters, params, v2=v2)
             page, skipped = parse_summary(data)
+            if skipped and not page:  # rows, but none of them one: not "no data"
+                raise EkmResponseError("Summary answer has rows but none usable")
             if skipped:
                 _LOGGER.debug("Skipped %d summary rows without a meter or timestamps", skipped)
             new = 0
