@@ -414,6 +414,8 @@ class CloudSimulator:
                     continue
                 if params.since is not None and stamp <= params.since:
                     break
+                if not meter.reports_at(stamp / 1000):  # first/last report moved since
+                    continue
                 if good_only and render.is_bad(address, stamp):
                     continue
                 picked.append(read)
@@ -774,7 +776,7 @@ def _meter_json(meter: SimMeter) -> dict[str, Any]:
         "first_report": meter.first_report,
         "last_report": meter.last_report,
         "unresponsive_since": meter.unresponsive_since,
-        "replaced_at": [s.start for s in meter.register_model.segments if len(s.resets) > 2],
+        "replaced_at": [s.start for s in meter.register_model.segments[1:] if len(s.resets) > 2],
     }
 
 

@@ -650,7 +650,8 @@ class _RowMaker:
                     if several:
                         biggest = _slot_extremes(seg.table, c, k0, span)[1]
                         step = biggest * seg.scale[c] * iv / SLOT_S
-                        deltas.append(min(math.floor(step * unit + 1e-9), high - low))
+                        # Quantized reads: some pair of them jumps by the ceiling.
+                        deltas.append(min(math.ceil(step * unit - 1e-9), high - low))
                     else:
                         deltas.append(0)
                 columns[5] = list(map(text, deltas))
