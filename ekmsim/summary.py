@@ -551,14 +551,18 @@ class _RowMaker:
         self.patterns = patterns
         self.v2 = v2
         self.numbers = numbers
-        self._dates: dict[float, str] = {}
+        self._stamps: dict[float, tuple[int, str]] = {}
         self._plans: dict[tuple[str, ...], tuple[RegisterPlan, InstantPlan]] = {}
+        self._specs: dict[
+            str, tuple[dict[str, Any], list[tuple[int, float, tuple[tuple[str, int], ...]]]]
+        ] = {}
 
-    def _date(self, t: float) -> str:
-        text = self._dates.get(t)
-        if text is None:
-            text = self._dates[t] = format_local(t, self.zone)
-        return text
+    def _stamp(self, t: float) -> tuple[int, str]:
+        """Epoch ms and local date text of a boundary (each computed once a request)."""
+        stamp = self._stamps.get(t)
+        if stamp is None:
+            stamp = self._stamps[t] = (round(t * 1000), format_local(t, self.zone))
+        return stamp
 
     def plan(self, meter: SimMeter) -> tuple[RegisterPlan, InstantPlan]:
         """The meter's field plan (cached per field set)."""
@@ -586,14 +590,16 @@ class _RowMaker:
         return rows
 
     def _identity(self, track: _Track, start: float, end: float, count: int) -> dict[str, Any]:
+        start_ms, start_text = self._stamp(start)
+        end_ms, end_text = self._stamp(end)
         return {
             "Meter": int(track.address) if self.v2 else track.address,
             "Protocol": track.protocol,
             "Count": count,
-            "Start_Time_Stamp_UTC_ms": round(start * 1000),
-            "End_Time_Stamp_UTC_ms": round(end * 1000),
-            "Start_Date": self._date(start),
-            "End_Date": self._date(end),
+            "Start_Time_Stamp_UTC_ms": start_ms,
+            "End_Time_Stamp_UTC_ms": end_ms,
+            "Start_Date": start_text,
+            "End_Date": end_text,
         }
 
     def _registers(
@@ -672,40 +678,50 @@ class _RowMaker:
     def _instants(
         self, row: dict[str, Any], track: _Track, plan: InstantPlan, start: float, end: float
     ) -> None:
-        watts: dict[int, tuple[float, float, float, float]] = {}
-
-        def power(j: int) -> tuple[float, float, float, float]:
-            stats = watts.get(j)
-            if stats is None:
-                stats = watts[j] = _power_stats(track.model, j, start, end)
-            return stats
-
+        constants, powers = self._instant_specs(track, plan)
+        row.update(constants)
         numbers = self.numbers
-        for name, keys in plan:
-            stats: tuple[float, ...]
-            digits = 2
-            if name == "Line_Freq":
-                stats, digits = _FREQ_STATS, 3
-            elif name == "RMS_Watts_Tot":
-                stats = power(3)
-            elif name == "Reactive_Pwr_Tot":
-                stats = tuple(v * track.tan_phi for v in power(3))
-            else:
-                j = int(name[-1]) - 1
-                if name.startswith("RMS_Volts"):
-                    stats = _VOLTS_STATS if track.live[j] else (0.0, 0.0, 0.0, 0.0)
-                elif name.startswith("Power_Factor"):
-                    code = float(track.pf_code if track.live[j] else 200)
-                    stats = (code, 0.0, code, code)
-                elif name.startswith("Amps"):
-                    stats = tuple(v * track.volts_factor for v in power(j))
-                elif name.startswith("Reactive_Pwr"):
-                    stats = tuple(v * track.tan_phi for v in power(j))
-                else:  # RMS_Watts_Ln_n
-                    stats = power(j)
+        stats: dict[int, tuple[float, float, float, float]] = {}
+        for j, factor, keys in powers:
+            base = stats.get(j)
+            if base is None:
+                base = stats[j] = _power_stats(track.model, j, start, end)
             for key, s in keys:
-                value = round(stats[s], digits)
-                row[key] = value if numbers else f"{value:.{digits}f}"
+                value = round(base[s] * factor, 2)
+                row[key] = value if numbers else f"{value:.2f}"
+
+    def _instant_specs(
+        self, track: _Track, plan: InstantPlan
+    ) -> tuple[dict[str, Any], list[tuple[int, float, tuple[tuple[str, int], ...]]]]:
+        """A meter's constant fields (encoded once) and its power-derived ones."""
+        specs = self._specs.get(track.address)
+        if specs is not None:
+            return specs
+        constants: dict[str, Any] = {}
+        powers: list[tuple[int, float, tuple[tuple[str, int], ...]]] = []
+        for name, keys in plan:
+            fixed: tuple[float, ...] | None = None
+            digits = 2
+            j = 3 if name.endswith("_Tot") else int(name[-1]) - 1 if name[-1].isdigit() else 0
+            if name == "Line_Freq":
+                fixed, digits = _FREQ_STATS, 3
+            elif name.startswith("RMS_Volts"):
+                fixed = _VOLTS_STATS if track.live[j] else (0.0, 0.0, 0.0, 0.0)
+            elif name.startswith("Power_Factor"):
+                code = float(track.pf_code if track.live[j] else 200)
+                fixed = (code, 0.0, code, code)
+            elif name.startswith("Amps"):
+                powers.append((j, track.volts_factor, keys))
+            elif name.startswith("Reactive_Pwr"):
+                powers.append((j, track.tan_phi, keys))
+            else:  # RMS_Watts_Ln_n, RMS_Watts_Tot
+                powers.append((j, 1.0, keys))
+            if fixed is not None:
+                for key, s in keys:
+                    value = round(fixed[s], digits)
+                    constants[key] = value if self.numbers else f"{value:.{digits}f}"
+        specs = self._specs[track.address] = (constants, powers)
+        return specs
 
 
 def _memo(encode: Callable[[int], Any]) -> Callable[[int], Any]:

@@ -32,6 +32,10 @@ def test_options_and_fleets(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(generated.meters) == 40
     assert generated.interval_s == 5
     assert generated.history_len == 10
+    year = sim_main.build_fleet(sim_main.build_parser().parse_args(["--history-days", "365"]))
+    now = year.clock.now()
+    assert all(abs(m.first_report - (now - 365 * 86400)) < 120 for m in year.meters.values())  # type: ignore[operator]
+    assert all(m.first_report < now - 365 * 86400 for m in demo.meters.values())  # type: ignore[operator]
     assert sim_main.SERVICES[0] is sim_main.CLOUD
 
     sim_main.describe(demo)
@@ -65,6 +69,18 @@ async def test_run_and_sigterm() -> None:
             body = await response.json()
         reads = body["readMeter"]["ReadSet"][0]["ReadData"]
         assert len(reads) >= 3
+        summary = re.search(r"summary: (http://\S+/summary) ", "\n".join(lines))
+        assert summary is not None
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                summary.group(1),
+                params={"key": DEMO_ACCOUNT_KEY, "meters": "10389", "report": "range",
+                        "start_date": "202301010000", "end_date": "210001010000"},
+            ) as response,
+        ):  # fmt: skip
+            [row] = await response.json()
+        assert float(row["kWh_Tot_Diff"]) > 0
         process.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(process.communicate(), 30)
     finally:
