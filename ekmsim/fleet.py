@@ -682,7 +682,7 @@ class SimMeter:
             return False
         if self._down_since is not None and t > self._down_since:
             return False
-        return not any(start < t <= end for start, end in self._outages)
+        return not self._outages or not any(start < t <= end for start, end in self._outages)
 
     def reporting_end(self) -> float:
         """The last time the meter may report: last_report or the start of an outage."""

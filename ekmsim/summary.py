@@ -184,7 +184,9 @@ def parse_summary_query(query: Mapping[str, str], *, v2: bool) -> SummaryQuery:
     end = local_to_utc(_parse_date(query, "end_date", v2), zone)
     if end <= start:
         raise SummaryError("end_date must be after start_date", v2=v2)
-    patterns = tuple(f for f in query.get("fields", "").split("~") if f.strip())
+    # EKM inference: fields are ~-joined; one client used commas, accepted here too.
+    fields = query.get("fields", "").replace(",", "~").split("~")
+    patterns = tuple(f.strip() for f in fields if f.strip())
     return SummaryQuery(
         meters=meters,
         report=report,

@@ -350,6 +350,9 @@ async def test_fields_and_wildcards(http: aiohttp.ClientSession, sim: CloudSimul
     assert "Reactive_Energy_Tot_Diff" in diffs[DEMO_METER]
     assert "Reactive_Energy_Tot_Diff" not in diffs[V3]  # v3 does not report it
     assert "kWh_Ln_1_Diff" not in diffs[V3]
+    assert await keys("kWh_Tot_Diff,Rev_kWh_Tot_Diff") == {
+        a: {"kWh_Tot_Diff", "Rev_kWh_Tot_Diff"} for a in (DEMO_METER, V3)
+    }  # commas too (one EKM client used them)
     exact = await keys("RMS_Watts_Tot_Average~Line_Freq_Max~Nope")
     assert exact == {DEMO_METER: {"RMS_Watts_Tot_Average", "Line_Freq_Max"},
                      V3: {"RMS_Watts_Tot_Average"}}  # fmt: skip
