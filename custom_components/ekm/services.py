@@ -41,6 +41,14 @@ SERVICE_GET_SUMMARY = "get_summary"
 # EKM answers at most this many periods per request; the client pages, but an action
 # returning more than this in one response would be unwieldy.
 MAX_SUMMARY_PERIODS = 10_000
+# Period lengths, for that estimate (a month as its average).
+PERIOD_S = {
+    Report.QUARTER_HOUR: 900,
+    Report.HOUR: 3600,
+    Report.DAY: 86400,
+    Report.WEEK: 7 * 86400,
+    Report.MONTH: 30.44 * 86400,
+}
 
 IMPORT_HISTORY_SCHEMA = vol.Schema(
     {
@@ -181,14 +189,26 @@ async def _async_get_summary(call: ServiceCall) -> ServiceResponse:
     start, end = _utc(call.data[ATTR_START]), _utc(call.data[ATTR_END])
     if end <= start:
         raise ServiceValidationError(translation_domain=DOMAIN, translation_key="end_before_start")
+    chosen = _meters_by_entry(call.hass, call.data[ATTR_METERS])
+    report = Report(call.data[ATTR_REPORT])
+    meters = sum(len(addresses) for _, addresses in chosen.values())
+    expected = meters * (
+        1 if report is Report.RANGE else (end - start).total_seconds() / PERIOD_S[report]
+    )
+    if expected > MAX_SUMMARY_PERIODS:  # say so before asking EKM for it all
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="too_many_periods",
+            translation_placeholders={"count": str(int(expected)), "max": str(MAX_SUMMARY_PERIODS)},
+        )
     periods: list[JsonObjectType] = []
-    for entry, addresses in _meters_by_entry(call.hass, call.data[ATTR_METERS]).values():
+    for entry, addresses in chosen.values():
         client = entry.runtime_data.summary
         assert client is not None  # every loaded cloud entry has one
         try:
             found = await client.async_summary(
                 addresses,
-                call.data[ATTR_REPORT],
+                report,
                 start,
                 end,
                 timezone=call.hass.config.time_zone,
@@ -204,12 +224,6 @@ async def _async_get_summary(call: ServiceCall) -> ServiceResponse:
                 **p.values,
             }
             for p in found
-        )
-    if len(periods) > MAX_SUMMARY_PERIODS:
-        raise ServiceValidationError(
-            translation_domain=DOMAIN,
-            translation_key="too_many_periods",
-            translation_placeholders={"count": str(len(periods)), "max": str(MAX_SUMMARY_PERIODS)},
         )
     periods.sort(key=lambda p: (str(p["start"]), str(p["meter"])))
     return {"periods": cast(list[JsonValueType], periods)}

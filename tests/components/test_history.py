@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -15,21 +16,42 @@ from homeassistant.components.recorder.statistics import (
 )
 from homeassistant.components.repairs import repairs_flow_manager
 from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr, issue_registry as ir
 from homeassistant.helpers.recorder import get_instance
 from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.components.diagnostics import (
+    get_diagnostics_for_config_entry,
+)
 from pytest_homeassistant_custom_component.components.recorder.common import (
     async_wait_recording_done,
 )
 
-from custom_components.ekm.const import CONF_HISTORY, DOMAIN
+from custom_components.ekm.const import (
+    CONF_GATEWAY_KEYS,
+    CONF_HISTORY,
+    CONF_MQTT_CA_FILE,
+    CONF_MQTT_SERVER,
+    CONF_SERVER,
+    DOMAIN,
+)
 from custom_components.ekm.history import EkmHistoryCoordinator
 from custom_components.ekm.repairs import reset_issue_id
 from ekmsim.cloud import CloudSimulator
-from ekmsim.fleet import DEMO_METER, Fleet, SimClock, SimMeter
+from ekmsim.fleet import (
+    DEMO_ACCOUNT_KEY,
+    DEMO_GATEWAY_KEY,
+    DEMO_GATEWAY_MAC,
+    DEMO_METER,
+    Fleet,
+    SimClock,
+    SimMeter,
+)
+from ekmsim.mqtt import MqttSimulator
 
 # 2026-11-03 12:00 UTC: three days of history cover the end of daylight saving time in
 # New York (2026-11-01 02:00 EDT -> 01:00 EST, a 25-hour day).
@@ -78,12 +100,14 @@ async def setup_entry(hass: HomeAssistant, entry: MockConfigEntry) -> EkmHistory
     return history
 
 
-async def hours(hass: HomeAssistant, statistic: str) -> list[dict[str, Any]]:
-    """Every stored hour of a statistic, oldest first."""
+async def hours(
+    hass: HomeAssistant, statistic: str, since: datetime = NOW - timedelta(days=30)
+) -> list[dict[str, Any]]:
+    """Every stored hour of a statistic since ``since``, oldest first."""
     found = await get_instance(hass).async_add_executor_job(
         statistics_during_period,
         hass,
-        NOW - timedelta(days=30),
+        since,
         None,
         {statistic},
         "hour",
@@ -342,3 +366,298 @@ async def test_get_summary_and_import_history_actions(
     assert result["hours_imported"] > 24
     await async_wait_recording_done(hass)
     assert await hours(hass, stat_id(DEMO_METER, "energy_import")) == before
+
+
+@pytest.mark.parametrize("now", [datetime(2026, 3, 10, 18, 0, tzinfo=UTC)])
+async def test_spring_dst_without_summary_v2(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    freezer: FrozenDateTimeFactory,
+    make_entry: Callable[..., MockConfigEntry],
+    now: datetime,
+) -> None:
+    """The 23-hour day (2026-03-08 in New York), a server without V2 (first month probe)."""
+    freezer.move_to(now)
+    await hass.config.async_set_time_zone(ZONE)
+    world = Fleet.demo(clock=SimClock(now.timestamp(), manual=True), history_days=4)
+    world.backfill(60)
+    async with CloudSimulator(world) as sim:
+        sim.faults.summary_v2 = False
+        entry = MockConfigEntry(
+            domain=DOMAIN,
+            title="EKM",
+            unique_id="1010",
+            data={**make_entry().data, "server": sim.url},
+        )
+        history = await setup_entry(hass, entry)
+        assert history.client.v2_available is False
+        assert hass.config_entries.async_entries(DOMAIN)[0].runtime_data.gateway_status is None
+        for address, meter in world.meters.items():
+            rows = await hours(hass, stat_id(address, "energy_import"), now - timedelta(days=30))
+            starts = [row["start"] for row in rows]
+            assert starts == [starts[0] + 3600 * i for i in range(len(starts))]
+            assert len(starts) == 4 * 24  # UTC hours: none lost in the 23-hour local day
+            assert_matches_registers(meter, rows, "energy_import")
+        assert sim.requests["summary_v2"] == 0
+        assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_outage_hours_are_not_lost(
+    hass_ny: HomeAssistant,
+    entry: MockConfigEntry,
+    fleet: Fleet,
+    cloud: CloudSimulator,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A meter silent for two hours: EKM has no periods then; the energy comes after."""
+    hass = hass_ny
+    history = await setup_entry(hass, entry)
+    meter = fleet.meters[DEMO_METER]
+    meter.responsive = False
+    fleet.advance(2 * 3600 + 600)
+    meter.responsive = True
+    fleet.advance(3600 - 600 + 1800)
+    freezer.tick(timedelta(hours=3, minutes=30))
+    await history.async_refresh()
+    await async_wait_recording_done(hass)
+    rows = await hours(hass, stat_id(DEMO_METER, "energy_import"))
+    last = datetime.fromtimestamp(rows[-1]["start"], UTC)
+    assert last == NOW + 2 * HOUR
+    # Every hour up to the outage, none while EKM had nothing, and the total is whole.
+    total = forward(meter, last + HOUR) - forward(
+        meter, datetime.fromtimestamp(rows[0]["start"], UTC)
+    )
+    assert rows[-1]["sum"] == pytest.approx(total, abs=0.011)
+    assert all(row["state"] >= 0 for row in rows)
+
+
+async def test_rate_limit_pauses_and_resumes(
+    hass_ny: HomeAssistant,
+    entry: MockConfigEntry,
+    fleet: Fleet,
+    cloud: CloudSimulator,
+) -> None:
+    hass = hass_ny
+    cloud.faults.fail_next = [429]
+    cloud.faults.only_endpoints = ["summary"]
+    history = await setup_entry(hass, entry)
+    assert not history.last_update_success
+    assert history.last_exception is not None
+    cloud.faults.reset()
+    await history.async_refresh()
+    await async_wait_recording_done(hass)
+    assert history.last_update_success
+    for address, meter in fleet.meters.items():
+        rows = await hours(hass, stat_id(address, "energy_import"))
+        assert len(rows) == 3 * 24
+        assert_matches_registers(meter, rows, "energy_import")
+
+
+async def test_gateway_status(
+    hass_ny: HomeAssistant,
+    entry: MockConfigEntry,
+    fleet: Fleet,
+    cloud: CloudSimulator,
+) -> None:
+    hass = hass_ny
+    await setup_entry(hass, entry)
+    sensor = "binary_sensor.demo_push3_ekm_cloud_status"
+    assert hass.states.get(sensor).state == "on"
+    fleet.set_gateway_online("4016fa0500cd", False)
+    status = entry.runtime_data.gateway_status
+    assert status is not None
+    await status.async_refresh()
+    await hass.async_block_till_done()
+    state = hass.states.get(sensor)
+    assert state.state == "off"
+    assert "Last_Seen_UTC_ms" in state.attributes
+    cloud.faults.fail_next = [500]
+    await status.async_refresh()
+    await hass.async_block_till_done()
+    assert hass.states.get(sensor).state == "unavailable"
+
+
+async def test_mqtt_summary_message_runs_the_import(
+    recorder_mock: Recorder, hass: HomeAssistant, tmp_path: Any
+) -> None:
+    """A Push3's summary message asks for a Summary run at once (no hour's wait).
+
+    Real time here (the MQTT stream needs a running clock): the simulated world lags
+    two hours behind, so the hours it adds are complete for Home Assistant at once.
+    """
+    lag = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - 2 * HOUR
+    world = Fleet.demo(clock=SimClock(lag.timestamp(), manual=True), history_days=1)
+    world.backfill(60)
+    async with CloudSimulator(world) as cloud:
+        broker = MqttSimulator(world)
+        await broker.start(host="127.0.0.1", port=0, cert_dir=tmp_path)
+        try:
+            entry = MockConfigEntry(
+                domain=DOMAIN,
+                title="EKM",
+                unique_id="1010",
+                data={CONF_API_KEY: DEMO_ACCOUNT_KEY, CONF_SERVER: cloud.url},
+                options={
+                    CONF_GATEWAY_KEYS: {DEMO_GATEWAY_KEY: DEMO_GATEWAY_MAC},
+                    CONF_MQTT_SERVER: broker.url,
+                    CONF_MQTT_CA_FILE: str(broker.ca_file),
+                },
+            )
+            entry.add_to_hass(hass)
+            assert await hass.config_entries.async_setup(entry.entry_id)
+            await hass.async_block_till_done()  # the push stream runs for good
+            history = entry.runtime_data.history
+            assert history is not None
+
+            def imported_until(hour: datetime) -> bool:
+                meter = history.data.get(DEMO_METER)
+                return meter is not None and meter.last_hour_ms == hour.timestamp() * 1000
+
+            await until(hass, lambda: imported_until(lag - HOUR))
+            await until(
+                hass, lambda: all(g.connected for g in entry.runtime_data.push.gateways.values())
+            )
+            cloud.reset_counts()
+            world.advance(3660)  # the broker publishes the quarter hours' summaries
+            await until(hass, lambda: imported_until(lag))
+            assert broker.summary_messages >= 1
+            assert cloud.requests["summary"] >= 1
+            assert await hass.config_entries.async_unload(entry.entry_id)
+        finally:
+            await broker.stop()
+
+
+async def until(hass: HomeAssistant, condition: Callable[[], bool], limit: float = 20) -> None:
+    """Wait (without asserting on time) until the condition holds."""
+    async with asyncio.timeout(limit):
+        while not condition():
+            await asyncio.sleep(0.02)
+            await hass.async_block_till_done()
+
+
+async def test_action_errors(
+    hass_ny: HomeAssistant,
+    entry: MockConfigEntry,
+    fleet: Fleet,
+    cloud: CloudSimulator,
+) -> None:
+    hass = hass_ny
+    await setup_entry(hass, entry)
+    device = dr.async_get(hass).async_get_device_by_identifier((DOMAIN, DEMO_METER), entry.entry_id)
+    gateway = dr.async_get(hass).async_get_device_by_identifier(
+        (DOMAIN, DEMO_GATEWAY_MAC), entry.entry_id
+    )
+    assert device is not None and gateway is not None
+    day = {"start": "2026-11-02 00:00:00", "end": "2026-11-03 00:00:00", "report": "dy"}
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        ("get_summary", {"meters": [gateway.id], **day}, "not_a_meter"),
+        ("get_summary", {"meters": ["nope"], **day}, "not_a_meter"),
+        (
+            "get_summary",
+            {"meters": [device.id], **day, "end": "2026-11-01 00:00:00"},
+            "end_before_start",
+        ),
+        (
+            "import_history",
+            {"meters": [device.id], "start": "2027-01-01 00:00:00"},
+            "start_in_future",
+        ),
+    ]
+    for action, data, key in cases:
+        with pytest.raises(ServiceValidationError) as err:
+            await hass.services.async_call(
+                DOMAIN, action, data, blocking=True, return_response=True
+            )
+        assert err.value.translation_key == key, (action, data)
+    cloud.faults.fail_next = [429]
+    with pytest.raises(HomeAssistantError) as failure:
+        await hass.services.async_call(
+            DOMAIN,
+            "get_summary",
+            {"meters": [device.id], **day},
+            blocking=True,
+            return_response=True,
+        )
+    assert failure.value.translation_key == "rate_limited"
+    cloud.faults.fail_next = [500]
+    with pytest.raises(HomeAssistantError) as failure:
+        await hass.services.async_call(
+            DOMAIN,
+            "import_history",
+            {"meters": [device.id], "start": "2026-11-02 00:00:00"},
+            blocking=True,
+            return_response=True,
+        )
+    assert failure.value.translation_key == "communication_error"
+    # Fifteen-minute periods of most of a year are more than one answer should hold.
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            DOMAIN,
+            "get_summary",
+            {
+                "meters": [device.id],
+                "report": "15",
+                "start": "2026-01-01 00:00:00",
+                "end": "2026-11-03 00:00:00",
+            },
+            blocking=True,
+            return_response=True,
+        )
+    assert err.value.translation_key == "too_many_periods"
+    # Not loaded.
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            DOMAIN,
+            "get_summary",
+            {"meters": [device.id], **day},
+            blocking=True,
+            return_response=True,
+        )
+    assert err.value.translation_key == "entry_not_loaded"
+
+
+async def test_history_off_action_and_diagnostics(
+    hass_ny: HomeAssistant,
+    make_entry: Callable[..., MockConfigEntry],
+    fleet: Fleet,
+    cloud: CloudSimulator,
+    hass_client: Any,
+) -> None:
+    hass = hass_ny
+    entry = make_entry(**{CONF_HISTORY: False})
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    device = dr.async_get(hass).async_get_device_by_identifier((DOMAIN, DEMO_METER), entry.entry_id)
+    assert device is not None
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            DOMAIN,
+            "import_history",
+            {"meters": [device.id], "start": "2026-11-02 00:00:00"},
+            blocking=True,
+            return_response=True,
+        )
+    assert err.value.translation_key == "history_off"
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
+    assert diagnostics["history"] is None
+    assert diagnostics["gateway_status"]["4016fa0500cd"]["online"] is True
+
+
+async def test_diagnostics_show_each_statistic(
+    hass_ny: HomeAssistant,
+    entry: MockConfigEntry,
+    fleet: Fleet,
+    cloud: CloudSimulator,
+    hass_client: Any,
+) -> None:
+    hass = hass_ny
+    await setup_entry(hass, entry)
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
+    history = diagnostics["history"]
+    assert history["last_update_success"] is True
+    assert history["v2_available"] is True
+    imported = history["statistics"][stat_id(DEMO_METER, "energy_import")]
+    assert datetime.fromisoformat(imported["last_hour"]) == NOW - HOUR
+    assert DEMO_ACCOUNT_KEY not in str(diagnostics)
