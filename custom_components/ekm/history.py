@@ -34,6 +34,7 @@ from homeassistant.components.recorder.statistics import (
     get_last_statistics,
     statistics_during_period,
 )
+from homeassistant.components.recorder.tasks import SynchronizeTask
 from homeassistant.const import UnitOfEnergy
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.recorder import get_instance
@@ -340,11 +341,23 @@ class EkmHistoryCoordinator(DataUpdateCoordinator[Mapping[str, MeterHistory]]):
             carry = [p for p in periods if p.start_ms >= last_hour]
             ready = [p for p in periods if p.start_ms < last_hour]
             if ready:
+                await self._async_recorder_caught_up()
                 previous = self._write(meter, ready, window_start, now, previous=previous)
-                self.async_set_updated_data(self._snapshot())
+                self._publish_progress()
             await asyncio.sleep(0)
         if carry:
             self._write(meter, carry, window_start, now, previous=previous)
+
+    async def _async_recorder_caught_up(self) -> None:
+        """Wait until the recorder has written what was queued before (the last chunk).
+
+        A first import can produce rows faster than the database takes them; queueing
+        them all would hold them in memory and make a shutdown wait for the backlog.
+        Fetching the next chunk still overlaps with writing the previous one.
+        """
+        future: asyncio.Future[None] = self.hass.loop.create_future()
+        get_instance(self.hass).queue_task(SynchronizeTask(future=future))
+        await future
 
     def _write(
         self,
@@ -425,6 +438,15 @@ class EkmHistoryCoordinator(DataUpdateCoordinator[Mapping[str, MeterHistory]]):
     def _snapshot(self) -> dict[str, MeterHistory]:
         return {a: replace(m, recent={}) for a, m in self.meters.items()}
 
+    def _publish_progress(self) -> None:
+        """Show the progress of a running import to the entities.
+
+        Unlike ``async_set_updated_data``: no debug line per chunk, and the hourly run is
+        not rescheduled.
+        """
+        self.data = self._snapshot()
+        self.async_update_listeners()
+
     # --- actions ---------------------------------------------------------------------------
 
     async def async_reimport(self, addresses: Sequence[str], start: datetime) -> int:
@@ -447,7 +469,7 @@ class EkmHistoryCoordinator(DataUpdateCoordinator[Mapping[str, MeterHistory]]):
                 await self._async_import(meter, start_ms, now)
             except EkmError as err:
                 raise update_failed(err) from err
-        self.async_set_updated_data(self._snapshot())
+        self._publish_progress()
         return (self.rows_written - written_before) // 2
 
     async def _async_stored_before(

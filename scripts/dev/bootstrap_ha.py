@@ -152,7 +152,13 @@ async def configure_ekm(
 
 
 async def configure_energy(session: aiohttp.ClientSession, url: str, access: str) -> None:
-    """Point the Energy dashboard at the simulated meters (once)."""
+    """Point the Energy dashboard at the imported EKM statistics (history from day one).
+
+    Energy comes from the external statistics the history import writes
+    (``ekm:<address>_energy_import`` / ``_energy_export``: months of history at once);
+    live power from the grid meter's power sensor. Dashboards set up by an older
+    bootstrap (entity statistics) are moved to the external statistics.
+    """
     async with session.ws_connect(f"{url}/api/websocket") as ws:
         await ws.receive_json()
         await ws.send_json({"type": "auth", "access_token": access})
@@ -172,15 +178,16 @@ async def configure_energy(session: aiohttp.ClientSession, url: str, access: str
             if prefs.get("success") or prefs.get("error", {}).get("code") != "unknown_command":
                 break
             await asyncio.sleep(1)
-        if prefs.get("success") and prefs["result"].get("energy_sources"):
-            return
+        sources = prefs["result"].get("energy_sources", []) if prefs.get("success") else []
+        if any(":" in (s.get("stat_energy_from") or "") for s in sources):
+            return  # already on the external statistics
         entities: dict[str, str] = {}
         for _ in range(60):
             registry = await call({"type": "config/entity_registry/list"})
             entities = {
                 e["unique_id"]: e["entity_id"] for e in registry["result"] if e["platform"] == "ekm"
             }
-            if any(uid.endswith(f"{GRID_METER}_energy_import") for uid in entities):
+            if any(uid.endswith(f"{GRID_METER}_power") for uid in entities):
                 break
             await asyncio.sleep(1)
 
@@ -191,23 +198,19 @@ async def configure_energy(session: aiohttp.ClientSession, url: str, access: str
 
         grid = {
             "type": "grid",
-            "stat_energy_from": entity(GRID_METER, "energy_import"),
-            "stat_energy_to": entity(GRID_METER, "energy_export"),
+            "stat_energy_from": f"ekm:{GRID_METER}_energy_import",
+            "stat_energy_to": f"ekm:{GRID_METER}_energy_export",
             "stat_rate": entity(GRID_METER, "power"),  # signed: positive = import
-            "number_energy_price": 0.15,
-            "number_energy_price_export": 0.08,
+            # Home Assistant computes costs from a fixed price only for entity statistics;
+            # external ones need a cost statistic of their own, which EKM does not provide.
             "cost_adjustment_day": 0,
         }
-        devices = [
-            {"stat_consumption": e}
-            for a in DEVICE_METERS
-            if (e := entity(a, "energy_import")) is not None
-        ]
+        devices = [{"stat_consumption": f"ekm:{a}_energy_import"} for a in DEVICE_METERS]
         answer = await call(
             {"type": "energy/save_prefs", "energy_sources": [grid], "device_consumption": devices}
         )
         if answer.get("success"):
-            log("Energy dashboard configured")
+            log("Energy dashboard configured (EKM history statistics)")
         else:
             log(f"Energy dashboard not configured: {answer.get('error')}")
 
