@@ -73,6 +73,12 @@ CATCH_UP: Final = timedelta(days=2)
 BACKFILL_CONCURRENCY: Final = 2
 # A meter EKM has no summary for is asked again after this many seconds.
 NO_DATA_RETRY: Final = 6 * 3600
+# What the statistics are called after the meter's name (the picker lists them beside
+# the sensors, which are named "Energy imported" / "Energy exported").
+STATISTIC_NAMES: Final = {
+    IMPORT: "energy imported (EKM history)",
+    EXPORT: "energy exported (EKM history)",
+}
 _MARGIN_HOURS: Final = int(LATE_DATA_MARGIN / timedelta(hours=1))
 
 
@@ -414,7 +420,7 @@ class EkmHistoryCoordinator(DataUpdateCoordinator[Mapping[str, MeterHistory]]):
             ]
             async_add_external_statistics(
                 self.hass,
-                _meta(meter.address, kind, f"{name} {kind.replace('_', ' ')}"),
+                _meta(meter.address, kind, f"{name} {STATISTIC_NAMES[kind]}"),
                 statistics,
             )
         self.rows_written += 2 * len(rows)
@@ -432,8 +438,9 @@ class EkmHistoryCoordinator(DataUpdateCoordinator[Mapping[str, MeterHistory]]):
         return max(inside, key=lambda p: p.start_ms)
 
     def _name(self, address: str) -> str:
+        """The meter's name as its device shows it (the statistic names follow it)."""
         device = self.cloud.data.devices.get(address)
-        return device.name if device and device.name else f"EKM {address}"
+        return device.name if device and device.name else f"Omnimeter {address}"
 
     def _snapshot(self) -> dict[str, MeterHistory]:
         return {a: replace(m, recent={}) for a, m in self.meters.items()}
