@@ -296,14 +296,41 @@ class EkmCloudCoordinator(EkmCoordinator):
         return {a: d for a, d in self.account_devices.items() if a not in self.excluded}
 
 
-class EkmGatewayStatusCoordinator(DataUpdateCoordinator[Mapping[str, GatewayStatus]]):
+class EkmSummaryCoordinator[T](DataUpdateCoordinator[T]):
+    """A slow coordinator on EKM's Summary API for the devices of a cloud entry."""
+
+    config_entry: EkmConfigEntry
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: EkmConfigEntry,
+        client: EkmSummaryClient,
+        cloud: EkmCloudCoordinator,
+        *,
+        name: str,
+        interval: timedelta,
+        empty: T,
+    ) -> None:
+        super().__init__(
+            hass,
+            LOGGER,
+            config_entry=entry,
+            name=f"{DOMAIN} {name}",
+            update_interval=interval,
+            always_update=False,
+        )
+        self.client = client
+        self.cloud = cloud
+        self.data = empty
+
+
+class EkmGatewayStatusCoordinator(EkmSummaryCoordinator[Mapping[str, GatewayStatus]]):
     """Polls EKM's gateway status (Summary V2 GStat) for the account's Push3 gateways.
 
     Optional, as peblar's optional coordinators are: a server without GStat (404) turns
     it off for good and no entity is made.
     """
-
-    config_entry: EkmConfigEntry
 
     def __init__(
         self,
@@ -314,16 +341,14 @@ class EkmGatewayStatusCoordinator(DataUpdateCoordinator[Mapping[str, GatewayStat
     ) -> None:
         super().__init__(
             hass,
-            LOGGER,
-            config_entry=entry,
-            name=f"{DOMAIN} gateway status",
-            update_interval=GATEWAY_STATUS_INTERVAL,
-            always_update=False,
+            entry,
+            client,
+            cloud,
+            name="gateway status",
+            interval=GATEWAY_STATUS_INTERVAL,
+            empty={},
         )
-        self.client = client
-        self.cloud = cloud
         self.available_on_server = True
-        self.data = {}
 
     async def _async_update_data(self) -> Mapping[str, GatewayStatus]:
         macs = sorted(self.cloud.data.gateways)

@@ -38,12 +38,11 @@ from homeassistant.components.recorder.tasks import SynchronizeTask
 from homeassistant.const import UnitOfEnergy
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.recorder import get_instance
-from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
 from homeassistant.util import dt as dt_util
 from homeassistant.util.unit_conversion import EnergyConverter
 
 from .const import CONF_HISTORY_SINCE, DOMAIN, LOGGER
-from .coordinator import update_failed
+from .coordinator import EkmSummaryCoordinator, update_failed
 from .pyekm import DeviceKind, EkmError
 from .pyekm.summary import EkmSummaryClient, Report, SummaryPeriod
 from .statistics import (
@@ -140,10 +139,8 @@ def _meta(address: str, kind: str, name: str) -> StatisticMetaData:
     )
 
 
-class EkmHistoryCoordinator(DataUpdateCoordinator[Mapping[str, MeterHistory]]):
+class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
     """Imports each meter's Summary history into hourly external statistics."""
-
-    config_entry: EkmConfigEntry
 
     def __init__(
         self,
@@ -153,17 +150,9 @@ class EkmHistoryCoordinator(DataUpdateCoordinator[Mapping[str, MeterHistory]]):
         cloud: EkmCloudCoordinator,
     ) -> None:
         super().__init__(
-            hass,
-            LOGGER,
-            config_entry=entry,
-            name=f"{DOMAIN} history",
-            update_interval=HISTORY_INTERVAL,
-            always_update=True,
+            hass, entry, client, cloud, name="history", interval=HISTORY_INTERVAL, empty={}
         )
-        self.client = client
-        self.cloud = cloud
         self.meters: dict[str, MeterHistory] = {}
-        self.data = {}
         self.rows_written = 0
         since = entry.options.get(CONF_HISTORY_SINCE)
         self.since: date | None = date.fromisoformat(since) if since else None
