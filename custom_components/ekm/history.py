@@ -92,7 +92,18 @@ class MeterHistory:
     # import deficit; see statistics.Hour).
     recent: dict[int, tuple[float, float, float, float, float]] = field(default_factory=dict)
     no_data_at: float | None = None  # when EKM last had nothing for the meter (monotonic)
+    checked_ms: int | None = None  # EKM was last asked up to here (a silent meter, too)
+    last_period: SummaryPeriod | None = None  # the newest period written
     loaded: bool = False
+
+    @property
+    def bookmark_ms(self) -> int:
+        """Where the next run starts (before the margin): EKM has been read up to here.
+
+        Always a whole hour: a run rewrites whole hours only.
+        """
+        mark = max(self.last_hour_ms or 0, self.checked_ms or 0, self.started_ms or 0)
+        return mark - mark % HOUR_MS
 
     @property
     def imported_until(self) -> datetime | None:
@@ -125,6 +136,11 @@ class MeterHistory:
         """
         earlier = [h for h in self.recent if h < hour_ms]
         return self.recent[max(earlier)][4] if earlier else 0.0
+
+
+def _public(meter: MeterHistory) -> MeterHistory:
+    """What the entities see of a meter's import (no working state)."""
+    return replace(meter, recent={}, last_period=None)
 
 
 def _meta(address: str, kind: str, name: str) -> StatisticMetaData:
@@ -183,14 +199,17 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
                     raise result
         except EkmError as err:
             raise update_failed(err) from err
-        return {a: replace(self.meters[a], recent={}) for a in addresses if a in self.meters}
+        now_ms = int(now.timestamp() * 1000)
+        for address in (*current, *behind):
+            self.meters[address].checked_ms = now_ms
+        return {a: _public(self.meters[a]) for a in addresses if a in self.meters}
 
     def _is_behind(self, meter: MeterHistory, now: datetime) -> bool:
         if meter.started_ms is None:
             return False
-        if meter.last_hour_ms is None:
+        if meter.last_hour_ms is None and meter.checked_ms is None:
             return True
-        return now.timestamp() * 1000 - meter.last_hour_ms > CATCH_UP.total_seconds() * 1000
+        return now.timestamp() * 1000 - meter.bookmark_ms > CATCH_UP.total_seconds() * 1000
 
     @staticmethod
     def _no_data(meter: MeterHistory) -> bool:
@@ -288,6 +307,7 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
         start_ms = (
             (meter.last_hour_ms + HOUR_MS) if meter.last_hour_ms is not None else meter.started_ms
         )
+        start_ms = max(start_ms, meter.bookmark_ms)  # a silent meter: from where EKM was read
         window_start = max(
             meter.started_ms, start_ms - int(LATE_DATA_MARGIN.total_seconds() * 1000)
         )
@@ -297,7 +317,7 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
         """Re-read the last hours of every caught-up meter in as few requests as possible."""
         margin_ms = int(LATE_DATA_MARGIN.total_seconds() * 1000)
         starts = {
-            a: max(self.meters[a].started_ms or 0, (self.meters[a].last_hour_ms or 0) - margin_ms)
+            a: max(self.meters[a].started_ms or 0, self.meters[a].bookmark_ms - margin_ms)
             for a in addresses
         }
         window_start = min(starts.values())
@@ -369,7 +389,10 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
         """
         if previous is None:
             earlier = [p for p in periods if p.start_ms < window_start]
-            previous = max(earlier, key=lambda p: p.start_ms) if earlier else None
+            if earlier:
+                previous = max(earlier, key=lambda p: p.start_ms)
+            elif meter.last_period is not None and meter.last_period.start_ms < window_start:
+                previous = meter.last_period  # bridges a silence longer than the window
         inside = [p for p in periods if p.start_ms >= window_start]
         if not inside:
             return previous
@@ -424,7 +447,8 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
         meter.last_hour_ms = max(meter.last_hour_ms or 0, rows[-1][0].start_ms)
         keep_from = meter.last_hour_ms - (_MARGIN_HOURS + 2) * HOUR_MS
         meter.recent = {h: v for h, v in meter.recent.items() if h >= keep_from}
-        return max(inside, key=lambda p: p.start_ms)
+        meter.last_period = max(inside, key=lambda p: p.start_ms)
+        return meter.last_period
 
     def _name(self, address: str) -> str:
         """The meter's name as its device shows it (the statistic names follow it)."""
@@ -432,7 +456,7 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
         return device.name if device and device.name else f"Omnimeter {address}"
 
     def _snapshot(self) -> dict[str, MeterHistory]:
-        return {a: replace(m, recent={}) for a, m in self.meters.items()}
+        return {a: _public(m) for a, m in self.meters.items()}
 
     def _publish_progress(self) -> None:
         """Show the progress of a running import to the entities.

@@ -34,6 +34,7 @@ from pytest_homeassistant_custom_component.components.recorder.common import (
 from custom_components.ekm.const import (
     CONF_GATEWAY_KEYS,
     CONF_HISTORY,
+    CONF_HISTORY_SINCE,
     CONF_MQTT_CA_FILE,
     CONF_MQTT_SERVER,
     CONF_SERVER,
@@ -661,3 +662,67 @@ async def test_diagnostics_show_each_statistic(
     imported = history["statistics"][stat_id(DEMO_METER, "energy_import")]
     assert datetime.fromisoformat(imported["last_hour"]) == NOW - HOUR
     assert DEMO_ACCOUNT_KEY not in str(diagnostics)
+
+
+async def test_since_option_and_a_meter_without_history(
+    hass_ny: HomeAssistant,
+    make_entry: Callable[..., MockConfigEntry],
+    fleet: Fleet,
+    cloud: CloudSimulator,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Import history since a day; a meter that has not reported yet is asked again later."""
+    hass = hass_ny
+    late = fleet.add_meter(
+        SimMeter(address="000000088888", protocol="v4", first_report=NOW.timestamp() + 7200)
+    )
+    entry = make_entry(**{CONF_HISTORY_SINCE: "2026-11-02"})
+    history = await setup_entry(hass, entry)
+    rows = await hours(hass, stat_id(DEMO_METER, "energy_import"))
+    first = datetime.fromtimestamp(rows[0]["start"], UTC)
+    assert first == datetime(2026, 11, 2, 5, 0, tzinfo=UTC)  # midnight in New York (EST)
+    assert rows[0]["sum"] == pytest.approx(rows[0]["state"])  # the sum starts there
+    assert await hours(hass, stat_id(late.address, "energy_import")) == []
+    assert history.data[late.address].started_ms is None
+    # Two hours later the new meter reports; EKM is asked again after six hours.
+    fleet.advance(5 * 3600)
+    freezer.tick(timedelta(hours=5))
+    await history.async_refresh()
+    await async_wait_recording_done(hass)
+    assert await hours(hass, stat_id(late.address, "energy_import")) == []  # not asked yet
+    fleet.advance(2 * 3600)
+    freezer.tick(timedelta(hours=2))
+    await history.async_refresh()
+    await async_wait_recording_done(hass)
+    assert len(await hours(hass, stat_id(late.address, "energy_import"))) == 5
+
+
+async def test_long_silence_is_bridged(
+    hass_ny: HomeAssistant,
+    entry: MockConfigEntry,
+    fleet: Fleet,
+    cloud: CloudSimulator,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A meter silent for three days: later runs do not re-read all of it, and the energy
+    it counted meanwhile lands in the first hour it reports again (the sum stays whole)."""
+    hass = hass_ny
+    history = await setup_entry(hass, entry)
+    meter = fleet.meters[DEMO_METER]
+    meter.responsive = False
+    for _ in range(3):
+        fleet.advance(86400)
+        freezer.tick(timedelta(days=1))
+        await history.async_refresh()
+    cloud.reset_counts()
+    await history.async_refresh()
+    assert cloud.requests["summary"] == 1  # one small request, not three days again
+    meter.responsive = True
+    fleet.advance(2 * 3600)
+    freezer.tick(timedelta(hours=2))
+    await history.async_refresh()
+    await async_wait_recording_done(hass)
+    rows = await hours(hass, stat_id(DEMO_METER, "energy_import"))
+    start = datetime.fromtimestamp(rows[0]["start"], UTC)
+    end = datetime.fromtimestamp(rows[-1]["start"], UTC) + HOUR
+    assert rows[-1]["sum"] == pytest.approx(forward(meter, end) - forward(meter, start), abs=0.011)
