@@ -140,6 +140,8 @@ class Faults:
     bad_read_rate: float = 0.0  # share of reads served as Good: 0 with PERR.NR
     numbers_as_json: bool = False  # serve measurements as JSON numbers, not strings
     summary_v2: bool = True  # False: a server without Summary V2 (404 on /summary/api/v2/...)
+    # Reports the Summary API knows (None: all); others get its plain-text Error answer.
+    summary_reports: list[str] | None = None
     extra_fields: dict[str, Any] = field(default_factory=dict)  # added to every good read
     deep_meter_lists: bool = True  # deep account answers include each gateway's meters
     rate_limit: int | None = None  # API requests allowed per key per rate_window_s
@@ -473,6 +475,9 @@ class CloudSimulator:
             params = parse_summary_query(query, v2=v2)
         except SummaryError as err:
             return _error_text(err)
+        known = self.faults.summary_reports
+        if known is not None and params.report not in known:
+            return _error_text(SummaryError(f"report: {params.report} is not supported", v2=v2))
         if (refused := self._refused(key, params.meters)) is not None:
             return refused
         fleet = self.fleet
@@ -637,7 +642,8 @@ class CloudSimulator:
 ADMIN_HELP: Final = """\
 GET  /_sim/state                      clock, faults, request counts, gateways, meters
 GET|POST|DELETE /_sim/faults          read / update (partial JSON) / reset the fault knobs
-                                      ("summary_v2": false = no Summary V2, 404)
+                                      ("summary_v2": false = no Summary V2, 404;
+                                      "summary_reports": ["15", "hr"] = others refused)
 GET|DELETE /_sim/requests             API request counts per endpoint / reset them
 POST /_sim/keys/revoke {"key": K}     make a key invalid (403); /_sim/keys/restore undoes it
 GET  /_sim/meters                     meter summaries

@@ -43,7 +43,8 @@ from homeassistant.util.unit_conversion import EnergyConverter
 
 from .const import CONF_HISTORY_SINCE, DOMAIN, LOGGER
 from .coordinator import EkmSummaryCoordinator, update_failed
-from .pyekm import DeviceKind, EkmError
+from .pyekm import DeviceKind, EkmAuthError, EkmError, EkmRateLimitError
+from .pyekm.errors import EkmRequestError
 from .pyekm.summary import EkmSummaryClient, Report, SummaryPeriod
 from .statistics import (
     EXPORT,
@@ -274,23 +275,18 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
         now = dt_util.utcnow()
         oldest = self._oldest_ms(now)
         firsts: dict[str, int | None] = {}
-        first_last = await self.client.async_first_last(new)
+        try:
+            first_last = await self.client.async_first_last(new)
+        except EkmAuthError, EkmRateLimitError:
+            raise
+        except EkmError as err:  # an inferred call: anything but a clear answer is "unknown"
+            LOGGER.debug("No first report from Summary V2 (%s); asking the summaries", err)
+            first_last = None
         if first_last is not None:
             firsts = {a: fl.first_ms for a, fl in first_last.items()}
         unknown = [a for a in new if firsts.get(a) is None]
-        if unknown:  # no V2: the first month with a summary (one cheap request)
-            periods = await self.client.async_summary(
-                unknown,
-                Report.MONTH,
-                datetime.fromtimestamp(oldest / 1000, UTC),
-                now,
-                timezone=self.hass.config.time_zone,
-                fields=("kWh_Tot_Diff",),
-            )
-            for period in periods:
-                known = firsts.get(period.address)
-                if known is None or period.start_ms < known:
-                    firsts[period.address] = period.start_ms
+        if unknown:
+            firsts |= await self._async_probe_first(unknown, oldest, now)
         for address in new:
             first = firsts.get(address)
             meter = self.meters[address]
@@ -300,6 +296,36 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
                 continue
             first = max(first, oldest)
             meter.started_ms = first - first % HOUR_MS
+
+    async def _async_probe_first(
+        self, addresses: Sequence[str], oldest: int, now: datetime
+    ) -> dict[str, int | None]:
+        """Where the summaries of meters start, walking back as few requests as possible.
+
+        One monthly summary of the whole span (a server that knows no monthly report is
+        asked for days); a server that takes neither starts from the oldest hour allowed,
+        and the import walks forward through whatever EKM says is empty.
+        """
+        firsts: dict[str, int | None] = {}
+        for report in (Report.MONTH, Report.DAY):
+            try:
+                periods = await self.client.async_summary(
+                    addresses,
+                    report,
+                    datetime.fromtimestamp(oldest / 1000, UTC),
+                    now,
+                    timezone=self.hass.config.time_zone,
+                    fields=("kWh_Tot_Diff",),
+                )
+            except EkmRequestError as err:
+                LOGGER.debug("EKM refused a %s summary (%s)", report, err)
+                continue
+            for period in periods:
+                known = firsts.get(period.address)
+                if known is None or period.start_ms < known:
+                    firsts[period.address] = period.start_ms
+            return firsts
+        return dict.fromkeys(addresses, oldest)
 
     async def _async_backfill(self, meter: MeterHistory, now: datetime) -> None:
         """Import a meter that is far behind, one chunk (sub-window) at a time."""

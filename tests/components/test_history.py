@@ -726,3 +726,25 @@ async def test_long_silence_is_bridged(
     start = datetime.fromtimestamp(rows[0]["start"], UTC)
     end = datetime.fromtimestamp(rows[-1]["start"], UTC) + HOUR
     assert rows[-1]["sum"] == pytest.approx(forward(meter, end) - forward(meter, start), abs=0.011)
+
+
+@pytest.mark.parametrize(("reports", "probes"), [(["15", "hr", "dy"], 2), (["15"], 2)])
+async def test_first_report_on_a_server_with_few_reports(
+    hass_ny: HomeAssistant,
+    entry: MockConfigEntry,
+    fleet: Fleet,
+    cloud: CloudSimulator,
+    reports: list[str],
+    probes: int,
+) -> None:
+    """No V2, no monthly (or daily) report: the import still starts at the first report."""
+    hass = hass_ny
+    cloud.faults.summary_v2 = False
+    cloud.faults.summary_reports = reports
+    await setup_entry(hass, entry)
+    for address, meter in fleet.meters.items():
+        rows = await hours(hass, stat_id(address, "energy_import"))
+        assert len(rows) == 3 * 24, address
+        assert_matches_registers(meter, rows, "energy_import")
+    probed = [q["report"] for name, q in cloud.request_log if name == "summary"][:probes]
+    assert probed == ["mo", "dy"]
