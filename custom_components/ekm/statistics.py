@@ -31,8 +31,13 @@ from .pyekm.summary import SummaryPeriod
 HOUR_MS: Final = 3_600_000
 IMPORT: Final = "energy_import"
 EXPORT: Final = "energy_export"
-# Summary fields the importer asks for (EKM accepts wildcards): every suffix of both.
-SUMMARY_FIELDS: Final = ("kWh_Tot*", "Rev_kWh_Tot*")
+# Summary fields the importer asks for: each register's change and its value at the start
+# and end of the period (for missing periods); half the size of every suffix ("*").
+SUMMARY_FIELDS: Final = tuple(
+    f"{register}_{suffix}"
+    for register in ("kWh_Tot", "Rev_kWh_Tot")
+    for suffix in ("Diff", "Min", "Max")
+)
 _TOTAL: Final = "kWh_Tot"
 _REVERSE: Final = "Rev_kWh_Tot"
 # Below this a decrease is rounding (registers are quantized to 0.01 kWh and less).

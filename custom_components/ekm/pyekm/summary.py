@@ -13,6 +13,7 @@ the requested timezone, so a DST change never loses or repeats an hour. Like
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
@@ -36,6 +37,7 @@ SUMMARY_V2_SERVER: Final = "https://summary.ekmmetering.com"  # Summary V2 (beta
 # (ekm-cloud-api.md §13); EKM's real maximum is unknown. Pages are this long too.
 MAX_ROWS_PER_REQUEST: Final = 1000
 MAX_METERS_PER_REQUEST: Final = 100  # as the Realtime client (cloud.py)
+PARSE_SLICE: Final = 100  # rows parsed between two turns of the event loop
 
 # --- EKM wire names --------------------------------------------------------------------
 # Documented or seen in EKM clients (ekm-cloud-api.md §3.1-§3.3):
@@ -265,7 +267,7 @@ class EkmSummaryClient(EkmHttpClient):
         while True:
             params = {**query, "limit": str(MAX_ROWS_PER_REQUEST), "offset": str(offset)}
             data = await self._get_rows(meters, params, v2=v2)
-            page, skipped = parse_summary(data)
+            page, skipped = await _parse_in_slices(data)
             if skipped and not page:  # rows, but none of them one: not "no data"
                 raise EkmResponseError("Summary answer has rows but none usable")
             if skipped:
@@ -388,6 +390,26 @@ def parse_summary(data: Any) -> tuple[list[SummaryPeriod], int]:
             skipped += 1
         else:
             periods.append(period)
+    periods.sort(key=lambda p: (p.start_ms, p.address))
+    return periods, skipped
+
+
+async def _parse_in_slices(data: Any) -> tuple[list[SummaryPeriod], int]:
+    """parse_summary, giving the event loop a turn every PARSE_SLICE rows.
+
+    A page of 1,000 rows takes some 20 ms to parse; other work in the same process (a
+    recorder thread writing statistics, say) can stretch that many times over, so
+    the page is parsed in slices rather than in one go.
+    """
+    rows = _rows(data)
+    periods: list[SummaryPeriod] = []
+    skipped = 0
+    for index in range(0, len(rows), PARSE_SLICE):
+        if index:
+            await asyncio.sleep(0)
+        part, missed = parse_summary(rows[index : index + PARSE_SLICE])
+        periods.extend(part)
+        skipped += missed
     periods.sort(key=lambda p: (p.start_ms, p.address))
     return periods, skipped
 
