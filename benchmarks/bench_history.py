@@ -38,12 +38,14 @@ import collections
 from collections.abc import AsyncIterator, Iterator
 import contextlib
 import cProfile
+import ctypes
 import functools
 import json
 import logging
 import os
 from pathlib import Path
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -143,6 +145,16 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# Looked up here, not in the forked child (which must only make the call).
+_PRCTL = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """In the simulator: be terminated when this process dies (a killed run leaves none)."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @contextlib.asynccontextmanager
 async def _simulator(meters: int) -> AsyncIterator[tuple[str, int]]:
     port = _free_port()
@@ -151,6 +163,7 @@ async def _simulator(meters: int) -> AsyncIterator[tuple[str, int]]:
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 - one C call, no lock taken
     )
     url = f"http://127.0.0.1:{port}"
     try:
