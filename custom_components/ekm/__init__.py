@@ -156,12 +156,12 @@ def _start_history(
     entry.async_create_background_task(hass, history.async_refresh(), "ekm history import")
     if push is not None:
         push.on_summary = history.async_request_refresh
-    known: list[object] = [coordinator.data.devices]
+    known = [coordinator.data.devices]
 
     @callback
     def _on_devices() -> None:
         devices = coordinator.data.devices
-        if devices is not known[0] and set(devices) - set(known[0]):  # type: ignore[call-overload]
+        if devices is not known[0] and devices.keys() - known[0].keys():
             entry.async_create_background_task(
                 hass, history.async_request_refresh(), "ekm history for new meters"
             )

@@ -499,7 +499,8 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
         """Import every hour from ``start`` on again (the action ``ekm.import_history``).
 
         The sum continues from the stored hour before ``start``, and every later hour is
-        rewritten, so the statistics stay continuous. Returns the hours written.
+        rewritten, so the statistics stay continuous. Returns the hours written; EKM's
+        errors reach the caller (the action translates them).
         """
         start_ms = int(start.timestamp() * 1000)
         start_ms -= start_ms % HOUR_MS
@@ -511,10 +512,7 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
             meter.recent = {base[0]: (0.0, 0.0, base[1], base[2], 0.0)} if base else {}
             meter.last_hour_ms = base[0] if base else None
             meter.started_ms = min(meter.started_ms or start_ms, start_ms)
-            try:
-                await self._async_import(meter, start_ms, now)
-            except EkmError as err:
-                raise update_failed(err) from err
+            await self._async_import(meter, start_ms, now)
         self._publish_progress()
         return (self.rows_written - written_before) // 2
 

@@ -37,7 +37,7 @@ from . import EkmConfigEntry
 from .const import CONF_ENTRY_TYPE, DOMAIN, ENTRY_RS485
 from .coordinator import EkmCoordinator
 from .entity import EkmEntity, async_add_meter_entities
-from .history import EkmHistoryCoordinator
+from .history import EkmHistoryCoordinator, MeterHistory
 from .pyekm import FIELDS, MeterReading
 from .pyekm.catalog import ENUMS, power_factor
 from .repairs import (
@@ -439,6 +439,20 @@ class EkmHistorySensor(CoordinatorEntity[EkmHistoryCoordinator], SensorEntity):
             f"{coordinator.config_entry.unique_id}_{address}_{HISTORY_SENSOR.key}"
         )
         self._attr_device_info = DeviceInfo(identifiers={(DOMAIN, address)})
+        self._shown: MeterHistory | None = None
+
+    @callback
+    def _handle_coordinator_update(self) -> None:
+        """Write the state only when this meter's import moved.
+
+        Progress is published per chunk of one meter: the other meters' sensors have
+        nothing new then (with 100 meters that was 100 writes per chunk).
+        """
+        meter = self.coordinator.data.get(self.address)
+        if meter is not None and meter == self._shown:
+            return
+        self._shown = meter
+        self.async_write_ha_state()
 
     @property
     def available(self) -> bool:

@@ -177,9 +177,7 @@ async def _async_import_history(call: ServiceCall) -> ServiceResponse:
             )
         try:
             hours += await history.async_reimport(addresses, start)
-        except HomeAssistantError:
-            raise
-        except EkmError as err:  # pragma: no cover - async_reimport maps its errors
+        except EkmError as err:
             raise _action_error(err) from err
     return {"hours_imported": hours}
 
