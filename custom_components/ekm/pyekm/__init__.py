@@ -2,12 +2,14 @@
 
 Cloud (EKM Push Account, Realtime and Summary APIs), MQTT push and local RS-485 all produce the
 same :class:`MeterReading`: EKM field names, numbers already scaled, a timestamp and the
-source. Nothing here imports Home Assistant; HTTP goes through an injected
-``aiohttp.ClientSession``.
+source; :class:`EkmControlClient` sends commands (relays) and manages triggers through the
+Settings and Trigger APIs. Nothing here imports Home Assistant; HTTP goes through an
+injected ``aiohttp.ClientSession``.
 """
 
 from .catalog import FIELDS, FieldSpec, Kind, normalize_address
 from .cloud import DEFAULT_SERVER, EkmCloudClient, ReadSet, parse_read_meter
+from .control import CLIENT_NAME, CommandReceipt, EkmControlClient
 from .errors import (
     EkmApiError,
     EkmAuthError,
@@ -16,6 +18,7 @@ from .errors import (
     EkmCrcError,
     EkmError,
     EkmForbiddenError,
+    EkmInvalidParametersError,
     EkmNoResponseError,
     EkmPasswordError,
     EkmProtocolError,
@@ -24,6 +27,9 @@ from .errors import (
     EkmResponseError,
     EkmServerError,
     EkmTimeoutError,
+    EkmTokenError,
+    EkmTokenRequiredError,
+    EkmTriggerNotFoundError,
     EkmUnsupportedError,
 )
 from .models import Account, DeviceInfo, DeviceKind, GatewayInfo, MeterReading, Source
@@ -41,11 +47,13 @@ from .summary import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CLIENT_NAME",
     "DEFAULT_SERVER",
     "FIELDS",
     "SUMMARY_SERVER",
     "SUMMARY_V2_SERVER",
     "Account",
+    "CommandReceipt",
     "DeviceInfo",
     "DeviceKind",
     "EkmApiError",
@@ -53,9 +61,11 @@ __all__ = [
     "EkmCloudClient",
     "EkmCommandError",
     "EkmConnectionError",
+    "EkmControlClient",
     "EkmCrcError",
     "EkmError",
     "EkmForbiddenError",
+    "EkmInvalidParametersError",
     "EkmNoResponseError",
     "EkmPasswordError",
     "EkmProtocolError",
@@ -65,6 +75,9 @@ __all__ = [
     "EkmServerError",
     "EkmSummaryClient",
     "EkmTimeoutError",
+    "EkmTokenError",
+    "EkmTokenRequiredError",
+    "EkmTriggerNotFoundError",
     "EkmUnsupportedError",
     "FieldSpec",
     "FirstLast",

@@ -31,6 +31,23 @@ class EkmForbiddenError(EkmAuthError):
     """The key is valid but not allowed to do this (HTTP 403)."""
 
 
+class EkmTokenError(EkmAuthError):
+    """The server rejected the key or the API token (HTTP 401/403 to a request with a token).
+
+    EKM's Settings and Trigger APIs take an API bearer token besides the key (§6, §7, §13);
+    an invalid or revoked token, a READ-only token on a write, or a key the token may not
+    use all look the same from here.
+    """
+
+
+class EkmTokenRequiredError(EkmTokenError):
+    """An API token is needed and none was given.
+
+    Raised before any request for a Trigger API call without a token, and for a 401 from
+    ``sendCommand`` to a request without one (a server that requires a token).
+    """
+
+
 class EkmRateLimitError(EkmError):
     """HTTP 429. ``retry_after`` is the server's hint in seconds, if it gave one."""
 
@@ -58,6 +75,22 @@ class EkmRequestError(EkmResponseError):
     That is how the Summary API answers a bad report, date, timezone, limit or meter list
     (ekm-cloud-api.md §3.2). The message quotes EKM's first line without key or URL.
     """
+
+
+class EkmInvalidParametersError(EkmRequestError):
+    """HTTP 400 from the Settings or Trigger API: EKM refused the parameters or the body.
+
+    ``detail`` is EKM's ``error`` text without key, token or URL (at most 200 characters,
+    empty when EKM gave none); the message quotes it.
+    """
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"EKM rejected the request's parameters{f': {detail}' if detail else ''}")
+
+
+class EkmTriggerNotFoundError(EkmError):
+    """HTTP 404 from the Trigger API: no trigger with that id (for this key and token)."""
 
 
 class EkmStatus(IntEnum):

@@ -1,9 +1,11 @@
-"""GET requests to EKM's JSON APIs, shared by every pyekm cloud client.
+"""Requests to EKM's JSON APIs, shared by every pyekm cloud client.
 
 The request, JSON decoding and error mapping of the Account, Realtime and Summary clients
-live here once. The key travels as the ``key=`` query parameter, passed through
-``params=`` and never formatted into a URL string that could reach a log; errors carry
-neither the URL nor the key.
+(GET, ``get_json``) and of the Settings and Trigger APIs (any method, a JSON body, a bearer
+token: ``request_json``) live here once. The key travels as the ``key=`` query parameter,
+passed through ``params=`` and never formatted into a URL string that could reach a log;
+the token travels only in the Authorization header. Errors carry neither the URL, the key
+nor the token.
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ from .errors import (
     EkmAuthError,
     EkmConnectionError,
     EkmForbiddenError,
+    EkmInvalidParametersError,
     EkmRateLimitError,
     EkmRequestError,
     EkmResponseError,
     EkmServerError,
     EkmTimeoutError,
+    EkmTokenError,
+    EkmTokenRequiredError,
 )
 from .redact import redact_text, scrub_urls
 
@@ -41,7 +46,7 @@ _URL: Final = re.compile(r"\S+://\S*|[?&]\S*=\S*")
 
 
 class EkmHttp:
-    """One key's GET requests to EKM: JSON decoded, every failure a typed EkmError."""
+    """One key's requests to EKM: JSON decoded, every failure a typed EkmError."""
 
     def __init__(
         self, session: aiohttp.ClientSession, key: str, *, timeout: float = DEFAULT_TIMEOUT
@@ -59,22 +64,7 @@ class EkmHttp:
         (EKM status codes 1000-1399), EkmServerError (other HTTP errors), EkmRequestError
         (a plain-text "Error..." body) and EkmResponseError (anything else not JSON).
         """
-        self.requests += 1
-        query = {"key": self._key, **params}
-        try:
-            async with self._session.get(url, params=query, timeout=self._timeout) as response:
-                body = await response.read()
-                status = response.status
-                headers = response.headers
-        except TimeoutError:
-            raise EkmTimeoutError("The EKM server did not answer in time") from None
-        except aiohttp.ClientError as err:
-            raise EkmConnectionError(
-                f"Cannot reach the EKM server ({type(err).__name__})"
-            ) from None
-        data = _decode(body)
-        if status == 429:
-            raise EkmRateLimitError(retry_after(headers.get("Retry-After")))
+        status, body, data = await self._exchange("GET", url, params)
         if status in (401, 403):
             raise (EkmAuthError if status == 401 else EkmForbiddenError)(
                 "The EKM server rejected the key"
@@ -85,14 +75,92 @@ class EkmHttp:
             raise EkmServerError(status)
         if data is _NOT_JSON:
             if body.lstrip()[: len(_ERROR_TEXT)].lower() == _ERROR_TEXT:
-                raise EkmRequestError(f"EKM rejected the request's arguments: {self._detail(body)}")
+                detail = self._detail(body.decode("utf-8", "replace"))
+                raise EkmRequestError(f"EKM rejected the request's arguments: {detail}")
             raise EkmResponseError("The EKM server answered with something other than JSON")
         return data
 
-    def _detail(self, body: bytes) -> str:
-        """The first line of an "Error" body, without the key, URLs or query strings."""
-        line = body.decode("utf-8", "replace").strip().splitlines()[0]
-        line = _URL.sub("…", scrub_urls(redact_text(line, [self._key])))
+    async def request_json(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str],
+        *,
+        json_body: Any = None,
+        token: str | None = None,
+    ) -> Any:
+        """``method`` ``url`` with the key and ``params``; the decoded JSON body of a 2xx.
+
+        For the Settings and Trigger APIs (ekm-cloud-api.md §6, §7): ``json_body`` goes as
+        JSON, and ``Authorization: Bearer <token>`` is sent only when a token is given.
+        A 2xx JSON answer is returned as it is (no envelope check: a trigger may hold any
+        field); an empty answer to a DELETE is None.
+
+        Raises EkmTimeoutError / EkmConnectionError (network), EkmRateLimitError (429),
+        EkmTokenError (401/403 to a request with a token), EkmTokenRequiredError (401
+        without one), EkmForbiddenError (403 without one), EkmInvalidParametersError (400,
+        quoting EKM's ``error`` text without key, token or URL), EkmServerError (any other
+        status outside 2xx, 404 included) and EkmResponseError (a 2xx that is not JSON).
+        """
+        status, body, data = await self._exchange(
+            method, url, params, json_body=json_body, token=token
+        )
+        if status in (401, 403):
+            if token:
+                raise EkmTokenError("The EKM server rejected the key or API token")
+            if status == 401:
+                raise EkmTokenRequiredError("This EKM server requires an API token")
+            raise EkmForbiddenError("The EKM server rejected the key")
+        if status == 400:
+            error = data.get("error") if isinstance(data, Mapping) else None
+            if not isinstance(error, str):
+                error = body.decode("utf-8", "replace") if data is _NOT_JSON else ""
+            raise EkmInvalidParametersError(self._detail(error, token))
+        if not 200 <= status < 300:
+            raise EkmServerError(status)
+        if data is _NOT_JSON:
+            if method.upper() == "DELETE" and not body.strip():
+                return None
+            raise EkmResponseError("The EKM server answered with something other than JSON")
+        return data
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str],
+        *,
+        json_body: Any = None,
+        token: str | None = None,
+    ) -> tuple[int, bytes, Any]:
+        """Send one request; its status, body and decoded JSON (or _NOT_JSON).
+
+        Network failures and 429 (common to every EKM API) are raised here.
+        """
+        self.requests += 1
+        query = {"key": self._key, **params}
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        try:
+            async with self._session.request(
+                method, url, params=query, json=json_body, headers=headers, timeout=self._timeout
+            ) as response:
+                body = await response.read()
+                status = response.status
+                retry = response.headers.get("Retry-After")
+        except TimeoutError:
+            raise EkmTimeoutError("The EKM server did not answer in time") from None
+        except aiohttp.ClientError as err:
+            raise EkmConnectionError(
+                f"Cannot reach the EKM server ({type(err).__name__})"
+            ) from None
+        if status == 429:
+            raise EkmRateLimitError(retry_after(retry))
+        return status, body, _decode(body)
+
+    def _detail(self, text: str, token: str | None = None) -> str:
+        """The first line of EKM's text, without the key, the token, URLs or query strings."""
+        lines = redact_text(text, [self._key, token or ""]).strip().splitlines()
+        line = _URL.sub("…", scrub_urls(lines[0] if lines else ""))
         line = "".join(c if c.isprintable() else " " for c in line).strip()
         return line if len(line) <= _DETAIL_CHARS else line[: _DETAIL_CHARS - 1] + "…"
 
