@@ -17,6 +17,7 @@ from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.typing import ConfigType
 
 from .const import (
+    CONF_API_TOKEN,
     CONF_ENTRY_TYPE,
     CONF_FULL_READ_EVERY,
     CONF_GATEWAY_KEYS,
@@ -42,13 +43,15 @@ from .history import EkmHistoryCoordinator
 from .push import EkmPushManager, async_create_ssl_context, issue_id
 from .pyekm import DEFAULT_SERVER, DeviceKind, EkmCloudClient
 from .pyekm.catalog import model_name
+from .pyekm.control import EkmControlClient
 from .pyekm.mqtt import DEFAULT_MQTT_SERVER
 from .pyekm.redact import redact_url
 from .pyekm.rs485.client import EkmBus
 from .pyekm.summary import EkmSummaryClient
+from .relays import BusRelays, CloudRelays, RelayControl
 from .services import async_setup_services
 
-PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.SENSOR]
+PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.SENSOR, Platform.SWITCH]
 RS485_PLATFORMS: list[Platform] = [
     Platform.BINARY_SENSOR,
     Platform.BUTTON,
@@ -71,6 +74,8 @@ class EkmRuntimeData:
     summary: EkmSummaryClient | None = None
     history: EkmHistoryCoordinator | None = None
     gateway_status: EkmGatewayStatusCoordinator | None = None
+    control: EkmControlClient | None = None
+    relays: RelayControl | None = None
 
 
 type EkmConfigEntry = ConfigEntry[EkmRuntimeData]
@@ -105,6 +110,12 @@ async def async_setup_entry(hass: HomeAssistant, entry: EkmConfigEntry) -> bool:
     gateway_status = EkmGatewayStatusCoordinator(hass, entry, summary, coordinator)
     await gateway_status.async_refresh()
     history = _history_coordinator(hass, entry, summary, coordinator)
+    control = EkmControlClient(
+        async_get_clientsession(hass),
+        entry.data[CONF_API_KEY],
+        token=entry.data.get(CONF_API_TOKEN) or None,
+        server=entry.data.get(CONF_SERVER) or DEFAULT_SERVER,
+    )
     entry.runtime_data = EkmRuntimeData(
         coordinator=coordinator,
         client=client,
@@ -112,7 +123,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: EkmConfigEntry) -> bool:
         summary=summary,
         history=history,
         gateway_status=gateway_status if gateway_status.available_on_server else None,
+        control=control,
     )
+    entry.runtime_data.relays = CloudRelays(hass, entry, coordinator, control)
 
     entry.async_on_unload(coordinator.async_add_listener(_device_syncer(hass, entry)))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
@@ -207,7 +220,9 @@ async def _async_setup_rs485(hass: HomeAssistant, entry: EkmConfigEntry) -> bool
     entry.async_on_unload(bus.close)
     coordinator = EkmRs485Coordinator(hass, entry, bus)
     await coordinator.async_config_entry_first_refresh()
-    entry.runtime_data = EkmRuntimeData(coordinator=coordinator, bus=bus)
+    entry.runtime_data = EkmRuntimeData(
+        coordinator=coordinator, bus=bus, relays=BusRelays(coordinator)
+    )
     registry = dr.async_get(hass)
     hub = registry.async_get_or_create(
         config_entry_id=entry.entry_id,

@@ -36,6 +36,9 @@ CONF_MQTT_CA_FILE: Final = "mqtt_ca_file"
 # While a gateway's stream is up its meters are polled only this often (safety net).
 SAFETY_NET_INTERVAL: Final = timedelta(minutes=15)
 
+# Cloud control: an EKM API token (Trigger API; some Settings API editions) in entry.data.
+CONF_API_TOKEN: Final = "api_token"  # noqa: S105 (a field name)
+
 # History (Summary API into long-term statistics) and gateway status (Summary V2 GStat).
 CONF_HISTORY: Final = "import_history"
 CONF_HISTORY_SINCE: Final = "history_since"

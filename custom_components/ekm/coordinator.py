@@ -252,6 +252,15 @@ class EkmCloudCoordinator(EkmCoordinator):
             readings, devices=self._link_gateways(devices, read_sets), gateways=gateways
         )
 
+    async def async_read_now(self, addresses: Iterable[str]) -> None:
+        """Ask Realtime for some meters now (to confirm a command); failures only logged."""
+        try:
+            read_sets = await self.client.async_read_meters(list(addresses))
+        except EkmError as err:
+            LOGGER.debug("Extra Realtime read failed: %s", err)
+            return
+        self.async_push_readings(rs.latest for rs in read_sets.values() if rs.latest)
+
     def _link_gateways(
         self, devices: Mapping[str, DeviceInfo], read_sets: Mapping[str, ReadSet]
     ) -> dict[str, DeviceInfo]:

@@ -11,11 +11,19 @@ from homeassistant.const import CONF_API_KEY, CONF_PASSWORD
 from homeassistant.core import HomeAssistant
 
 from . import EkmConfigEntry
-from .const import CONF_GATEWAY_KEYS, DOMAIN
+from .const import CONF_API_TOKEN, CONF_GATEWAY_KEYS, DOMAIN
 from .pyekm.redact import redact_text
 from .statistics import EXPORT, IMPORT, statistic_id
 
-TO_REDACT = {CONF_API_KEY, CONF_PASSWORD, "key", "gateway_keys", "token", "passwords"}
+TO_REDACT = {
+    CONF_API_KEY,
+    CONF_API_TOKEN,
+    CONF_PASSWORD,
+    "key",
+    "gateway_keys",
+    "token",
+    "passwords",
+}
 
 
 async def async_get_config_entry_diagnostics(
@@ -40,6 +48,7 @@ async def async_get_config_entry_diagnostics(
         ),
         "push": entry.runtime_data.push.stats() if entry.runtime_data.push else None,
         "history": _history(entry),
+        "control": _control(entry),
         "gateway_status": (
             {mac: asdict(status) for mac, status in gateway_status.data.items()}
             if (gateway_status := entry.runtime_data.gateway_status)
@@ -111,6 +120,19 @@ def _history(entry: EkmConfigEntry) -> dict[str, Any] | None:
             for address, meter in history.meters.items()
             for kind in (IMPORT, EXPORT)
         },
+    }
+
+
+def _control(entry: EkmConfigEntry) -> dict[str, Any] | None:
+    """Relay commands (pending, confirmed) and whether an API token is set (not the token)."""
+    relays = entry.runtime_data.relays
+    control = entry.runtime_data.control
+    if relays is None and control is None:
+        return None
+    return {
+        "api_token": bool(control and control.has_token),
+        "requests": control.requests if control else None,
+        "relays": relays.diagnostics() if relays else None,
     }
 
 

@@ -64,6 +64,17 @@ class EkmEntity(CoordinatorEntity[EkmCoordinator]):
         """Available while the last update worked and the meter's data is fresh."""
         return super().available and self.reading is not None
 
+    def _require_reading(self) -> MeterReading:
+        """The reading, or a translated error for a command to a meter without fresh data."""
+        reading = self.reading
+        if reading is None:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="meter_unavailable",
+                translation_placeholders={"meter": self.address},
+            )
+        return reading
+
 
 @callback
 def async_add_meter_entities[D: EntityDescription](
@@ -115,16 +126,6 @@ class EkmCommandEntity(EkmEntity):
     def bus(self) -> EkmBus:
         """The meter's bus."""
         return self.coordinator.bus
-
-    def _require_reading(self) -> MeterReading:
-        reading = self.reading
-        if reading is None:
-            raise HomeAssistantError(
-                translation_domain=DOMAIN,
-                translation_key="meter_unavailable",
-                translation_placeholders={"meter": self.address},
-            )
-        return reading
 
 
 def is_v4(reading: MeterReading) -> bool:
