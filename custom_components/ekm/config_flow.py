@@ -18,6 +18,7 @@ from . import EkmConfigEntry
 from .const import (
     CONF_ADDRESSES,
     CONF_ADVANCED,
+    CONF_API_TOKEN,
     CONF_ENTRY_TYPE,
     CONF_GATEWAY_KEYS,
     CONF_METERS,
@@ -36,10 +37,12 @@ from .flow_helpers import (
     KEY_SELECTOR,
     KEYS_SELECTOR,
     account_unique_id,
+    advanced_token,
     async_bus_schema,
     async_probe_bus,
     async_validate,
     async_validate_gateway_keys,
+    async_validate_token,
     key_and_server,
     key_schema,
     push_options,
@@ -80,9 +83,17 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
                 await self.async_set_unique_id(account_unique_id(key))
                 self._abort_if_unique_id_configured()
                 account, errors = await async_validate(self.hass, key, server)
-                if account is not None:
+                gateways = {gw.mac for gw in account.gateways} if account else set()
+                token = advanced_token(user_input)
+                if account is not None and token:
+                    error = await async_validate_token(self.hass, key, server, token, gateways)
+                    if error is not None:
+                        errors[CONF_ADVANCED] = error
+                if account is not None and not errors:
                     self._data = {CONF_API_KEY: key, CONF_SERVER: server}
-                    self._gateways = {gw.mac for gw in account.gateways}
+                    if token:
+                        self._data[CONF_API_TOKEN] = token
+                    self._gateways = gateways
                     return await self.async_step_gateway_keys()
         return self.async_show_form(
             step_id="cloud",
@@ -235,10 +246,18 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
                 await self.async_set_unique_id(account_unique_id(key))
                 self._abort_if_unique_id_mismatch(reason="wrong_account")
                 account, errors = await async_validate(self.hass, key, server)
-                if account is not None:
-                    return self.async_update_reload_and_abort(
-                        entry, data_updates={CONF_API_KEY: key, CONF_SERVER: server}
-                    )
+                # Left empty, the current token stays (the options can remove it).
+                token = advanced_token(user_input) or entry.data.get(CONF_API_TOKEN, "")
+                if account is not None and token:
+                    gateways = {gw.mac for gw in account.gateways}
+                    error = await async_validate_token(self.hass, key, server, token, gateways)
+                    if error is not None:
+                        errors[CONF_ADVANCED] = error
+                if account is not None and not errors:
+                    updates = {CONF_API_KEY: key, CONF_SERVER: server}
+                    if token:
+                        updates[CONF_API_TOKEN] = token
+                    return self.async_update_reload_and_abort(entry, data_updates=updates)
         suggested = {CONF_ADVANCED: {CONF_SERVER: entry.data.get(CONF_SERVER, DEFAULT_SERVER)}}
         return self.async_show_form(
             step_id="reconfigure",

@@ -32,6 +32,7 @@ from yarl import URL
 from .const import (
     CONF_ADDRESSES,
     CONF_ADVANCED,
+    CONF_API_TOKEN,
     CONF_MQTT_CA_FILE,
     CONF_MQTT_SERVER,
     CONF_SERVER,
@@ -49,8 +50,10 @@ from .pyekm import (
     EkmError,
     EkmNoResponseError,
     EkmRateLimitError,
+    EkmTokenError,
     normalize_address,
 )
+from .pyekm.control import EkmControlClient
 from .pyekm.mqtt import DEFAULT_MQTT_SERVER, parse_server
 from .pyekm.redact import mask
 from .pyekm.rs485.client import EkmBus
@@ -111,6 +114,30 @@ async def async_validate(
     if not account.devices:
         return None, {"base": "no_devices"}
     return account, {}
+
+
+async def async_validate_token(
+    hass: HomeAssistant, key: str, server: str, token: str, gateways: set[str]
+) -> str | None:
+    """Check an API token with a trigger lookup; None if EKM accepts it, else a form error."""
+    client = EkmControlClient(async_get_clientsession(hass), key, token=token, server=server)
+    try:
+        await client.check_token(min(gateways) if gateways else None)
+    except EkmTokenError:
+        return "invalid_token"
+    except EkmRateLimitError:
+        return "rate_limited"
+    except EkmConnectionError:
+        return "cannot_connect"
+    except EkmError as err:
+        LOGGER.debug("Unexpected answer while checking an EKM API token: %s", err)
+        return "invalid_response"
+    return None
+
+
+def advanced_token(user_input: dict[str, Any]) -> str:
+    """The API token typed in a form's Advanced section ("" when left empty)."""
+    return str(user_input.get(CONF_ADVANCED, {}).get(CONF_API_TOKEN) or "").strip()
 
 
 async def async_validate_gateway_keys(
@@ -300,7 +327,12 @@ def key_schema(*, key_required: bool = True) -> vol.Schema:
         {
             key_marker(CONF_API_KEY): KEY_SELECTOR,
             vol.Required(CONF_ADVANCED): section(
-                vol.Schema({vol.Optional(CONF_SERVER, default=DEFAULT_SERVER): URL_SELECTOR}),
+                vol.Schema(
+                    {
+                        vol.Optional(CONF_SERVER, default=DEFAULT_SERVER): URL_SELECTOR,
+                        vol.Optional(CONF_API_TOKEN): KEY_SELECTOR,
+                    }
+                ),
                 {"collapsed": True},
             ),
         }

@@ -8,6 +8,7 @@ from homeassistant.config_entries import (
     ConfigFlowResult,
     OptionsFlowWithReload,
 )
+from homeassistant.const import CONF_API_KEY
 from homeassistant.helpers.selector import (
     BooleanSelector,
     DateSelector,
@@ -20,6 +21,7 @@ import probatio as vol
 
 from . import EkmConfigEntry
 from .const import (
+    CONF_API_TOKEN,
     CONF_ENTRY_TYPE,
     CONF_EXCLUDED_METERS,
     CONF_FULL_READ_EVERY,
@@ -47,8 +49,10 @@ from .const import (
 from .coordinator import EkmCloudCoordinator
 from .flow_helpers import (
     CONF_PUSH,
+    KEY_SELECTOR,
     KEYS_SELECTOR,
     async_validate_gateway_keys,
+    async_validate_token,
     box,
     meter_select,
     push_options,
@@ -58,6 +62,8 @@ from .pyekm import (
     DEFAULT_SERVER,
 )
 from .pyekm.redact import mask
+
+CONF_FORGET_TOKEN = "forget_api_token"  # noqa: S105 (a field name)
 
 
 class EkmOptionsFlow(OptionsFlowWithReload):
@@ -89,7 +95,19 @@ class EkmOptionsFlow(OptionsFlowWithReload):
                 account_gateways=set(coordinator.data.gateways) if coordinator else set(),
                 push=push,
             )
+            token = str(user_input.get(CONF_API_TOKEN) or "").strip()
+            if not errors and token:
+                error = await async_validate_token(
+                    self.hass,
+                    entry.data[CONF_API_KEY],
+                    entry.data.get(CONF_SERVER) or DEFAULT_SERVER,
+                    token,
+                    set(coordinator.data.gateways) if coordinator else set(),
+                )
+                if error is not None:
+                    errors[CONF_API_TOKEN] = error
             if not errors:
+                self._store_token(token, forget=bool(user_input.get(CONF_FORGET_TOKEN)))
                 keys = {k: mac for k, mac in current_keys.items() if mac in keep} | new_keys
                 return self.async_create_entry(
                     data={
@@ -143,6 +161,9 @@ class EkmOptionsFlow(OptionsFlowWithReload):
                 CONF_HISTORY_SINCE, description={"suggested_value": since} if since else None
             )
         ] = DateSelector()
+        schema[vol.Optional(CONF_API_TOKEN)] = KEY_SELECTOR
+        if entry.data.get(CONF_API_TOKEN):
+            schema[vol.Optional(CONF_FORGET_TOKEN, default=False)] = BooleanSelector()
         schema[vol.Required(CONF_PUSH)] = push_section(dict(entry.options))
         return self.async_show_form(
             step_id="init",
@@ -150,6 +171,17 @@ class EkmOptionsFlow(OptionsFlowWithReload):
             errors=errors,
             description_placeholders=placeholders,
         )
+
+    def _store_token(self, token: str, *, forget: bool) -> None:
+        """A new API token replaces the stored one; "forget" removes it (entry data)."""
+        entry = self.config_entry
+        data = dict(entry.data)
+        if token:
+            data[CONF_API_TOKEN] = token
+        elif forget:
+            data.pop(CONF_API_TOKEN, None)
+        if data != entry.data:
+            self.hass.config_entries.async_update_entry(entry, data=data)
 
     async def _async_step_rs485(self, user_input: dict[str, Any] | None) -> ConfigFlowResult:
         """Options of an RS-485 bus: poll interval, staleness, full reads, meters."""

@@ -11,12 +11,20 @@ drop) and the history statistics, which count only rises, continue without a dro
 
 from __future__ import annotations
 
+from typing import Any
+
 from homeassistant.components.repairs import ConfirmRepairFlow, RepairsFlow, RepairsFlowResult
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.dispatcher import async_dispatcher_send
+import probatio as vol
 
-from .const import DOMAIN
+from .const import CONF_API_TOKEN, CONF_SERVER, DOMAIN
+from .control import TOKEN_ISSUE_PREFIX
+from .flow_helpers import KEY_SELECTOR, async_validate_token
+from .pyekm import DEFAULT_SERVER
 
 RESET_CONFIRM_READS = 3
 PRIMARY_REGISTER = "kWh_Tot"
@@ -96,10 +104,60 @@ class RegisterResetFlow(ConfirmRepairFlow):
         return self.async_show_form(step_id="confirm", description_placeholders=placeholders)
 
 
+class ApiTokenFlow(RepairsFlow):
+    """EKM rejected the API token: enter a new one (or none, to stop using one)."""
+
+    def __init__(self, entry_id: str) -> None:
+        super().__init__()
+        self._entry_id = entry_id
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> RepairsFlowResult:
+        """Straight to the token form."""
+        return await self.async_step_token()
+
+    async def async_step_token(self, user_input: dict[str, Any] | None = None) -> RepairsFlowResult:
+        """Check the new token with a trigger lookup, store it and reload the entry."""
+        entry = self.hass.config_entries.async_get_entry(self._entry_id)
+        if entry is None:
+            return self.async_abort(reason="entry_removed")
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            token = str(user_input.get(CONF_API_TOKEN) or "").strip()
+            error = (
+                await async_validate_token(
+                    self.hass,
+                    entry.data[CONF_API_KEY],
+                    entry.data.get(CONF_SERVER) or DEFAULT_SERVER,
+                    token,
+                    set(entry.runtime_data.coordinator.data.gateways)
+                    if entry.state is ConfigEntryState.LOADED
+                    else set(),
+                )
+                if token
+                else None
+            )
+            if error is None:
+                data = {k: v for k, v in entry.data.items() if k != CONF_API_TOKEN}
+                if token:
+                    data[CONF_API_TOKEN] = token
+                self.hass.config_entries.async_update_entry(entry, data=data)
+                self.hass.config_entries.async_schedule_reload(entry.entry_id)
+                return self.async_create_entry(data={})
+            errors["base"] = error
+        return self.async_show_form(
+            step_id="token",
+            data_schema=vol.Schema({vol.Optional(CONF_API_TOKEN): KEY_SELECTOR}),
+            errors=errors,
+            description_placeholders={"entry": entry.title},
+        )
+
+
 async def async_create_fix_flow(
     hass: HomeAssistant, issue_id: str, data: dict[str, str | int | float | None] | None
 ) -> RepairsFlow:
     """The flow that fixes an EKM repair issue."""
     if issue_id.startswith(_PREFIX) and data is not None:
         return RegisterResetFlow(str(data["entry_id"]), str(data["address"]))
+    if issue_id.startswith(TOKEN_ISSUE_PREFIX) and data is not None:
+        return ApiTokenFlow(str(data["entry_id"]))
     return ConfirmRepairFlow()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from homeassistant.config_entries import ConfigEntryState
@@ -15,14 +16,16 @@ from homeassistant.core import (
     SupportsResponse,
     callback,
 )
-from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv, device_registry as dr, service
 from homeassistant.util import dt as dt_util
 from homeassistant.util.json import JsonObjectType, JsonValueType
 import probatio as vol
 
 from .const import CONF_ENTRY_TYPE, DOMAIN, ENTRY_RS485
-from .pyekm import EkmError, EkmRateLimitError
+from .control import control_error
+from .pyekm import EkmError
+from .pyekm.control import EkmControlClient
 from .pyekm.summary import Report
 
 if TYPE_CHECKING:
@@ -38,6 +41,19 @@ ATTR_FIELDS = "fields"
 SERVICE_SET_RELAY = "set_relay"
 SERVICE_IMPORT_HISTORY = "import_history"
 SERVICE_GET_SUMMARY = "get_summary"
+ATTR_GATEWAY = "gateway"
+ATTR_COMMAND = "command"
+ATTR_TARGET = "target"
+ATTR_TARGET_ID = "target_id"
+ATTR_PARAMS = "params"
+ATTR_TRIGGER_ID = "trigger_id"
+ATTR_TRIGGER = "trigger"
+SERVICE_SEND_GATEWAY_COMMAND = "send_gateway_command"
+SERVICE_LIST_TRIGGERS = "list_triggers"
+SERVICE_GET_TRIGGER = "get_trigger"
+SERVICE_CREATE_TRIGGER = "create_trigger"
+SERVICE_UPDATE_TRIGGER = "update_trigger"
+SERVICE_DELETE_TRIGGER = "delete_trigger"
 # EKM answers at most this many periods per request; the client pages, but an action
 # returning more than this in one response would be unwieldy.
 MAX_SUMMARY_PERIODS = 10_000
@@ -65,6 +81,77 @@ GET_SUMMARY_SCHEMA = vol.Schema(
         vol.Optional(ATTR_FIELDS): vol.All(cv.ensure_list, [cv.string]),
     }
 )
+
+
+def _trigger_id(value: object) -> str:
+    """EKM's trigger id: 32 hex digits (dashes, as in a UUID, are dropped)."""
+    text = str(value).strip().replace("-", "").lower()
+    if len(text) != 32 or any(c not in "0123456789abcdef" for c in text):
+        raise vol.Invalid("a trigger id is 32 hexadecimal digits")
+    return text
+
+
+GATEWAY_SCHEMA = {vol.Required(ATTR_GATEWAY): cv.string}
+TRIGGER_ID_SCHEMA = {vol.Required(ATTR_TRIGGER_ID): _trigger_id}
+TRIGGER_OBJECT_SCHEMA = {vol.Required(ATTR_TRIGGER): dict}
+SEND_GATEWAY_COMMAND_SCHEMA = vol.Schema(
+    {
+        **GATEWAY_SCHEMA,
+        vol.Required(ATTR_COMMAND): cv.string,
+        vol.Optional(ATTR_TARGET, default="meter"): cv.string,
+        vol.Required(ATTR_TARGET_ID): cv.string,
+        vol.Optional(ATTR_PARAMS, default={}): dict,
+    }
+)
+# Trigger actions: (schema, what they do with the gateway's control client, response mode).
+type TriggerCall = Callable[[EkmControlClient, str, ServiceCall], Awaitable[JsonObjectType]]
+
+
+async def _list_triggers(control: EkmControlClient, mac: str, call: ServiceCall) -> JsonObjectType:
+    return {"triggers": cast(list[JsonValueType], await control.list_triggers(mac))}
+
+
+async def _get_trigger(control: EkmControlClient, mac: str, call: ServiceCall) -> JsonObjectType:
+    return {"trigger": await control.get_trigger(call.data[ATTR_TRIGGER_ID])}
+
+
+async def _create_trigger(control: EkmControlClient, mac: str, call: ServiceCall) -> JsonObjectType:
+    return {"trigger": await control.create_trigger(mac, call.data[ATTR_TRIGGER])}
+
+
+async def _update_trigger(control: EkmControlClient, mac: str, call: ServiceCall) -> JsonObjectType:
+    trigger = await control.update_trigger(call.data[ATTR_TRIGGER_ID], call.data[ATTR_TRIGGER])
+    return {"trigger": trigger}
+
+
+async def _delete_trigger(control: EkmControlClient, mac: str, call: ServiceCall) -> JsonObjectType:
+    answer = await control.delete_trigger(call.data[ATTR_TRIGGER_ID])
+    return {"trigger_id": call.data[ATTR_TRIGGER_ID], "response": answer}
+
+
+TRIGGER_SERVICES: dict[str, tuple[vol.Schema, TriggerCall, SupportsResponse]] = {
+    SERVICE_LIST_TRIGGERS: (vol.Schema(GATEWAY_SCHEMA), _list_triggers, SupportsResponse.ONLY),
+    SERVICE_GET_TRIGGER: (
+        vol.Schema({**GATEWAY_SCHEMA, **TRIGGER_ID_SCHEMA}),
+        _get_trigger,
+        SupportsResponse.ONLY,
+    ),
+    SERVICE_CREATE_TRIGGER: (
+        vol.Schema({**GATEWAY_SCHEMA, **TRIGGER_OBJECT_SCHEMA}),
+        _create_trigger,
+        SupportsResponse.OPTIONAL,
+    ),
+    SERVICE_UPDATE_TRIGGER: (
+        vol.Schema({**GATEWAY_SCHEMA, **TRIGGER_ID_SCHEMA, **TRIGGER_OBJECT_SCHEMA}),
+        _update_trigger,
+        SupportsResponse.OPTIONAL,
+    ),
+    SERVICE_DELETE_TRIGGER: (
+        vol.Schema({**GATEWAY_SCHEMA, **TRIGGER_ID_SCHEMA}),
+        _delete_trigger,
+        SupportsResponse.OPTIONAL,
+    ),
+}
 
 
 @callback
@@ -97,6 +184,21 @@ def async_setup_services(hass: HomeAssistant) -> None:
         schema=GET_SUMMARY_SCHEMA,
         supports_response=SupportsResponse.ONLY,
     )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_SEND_GATEWAY_COMMAND,
+        _async_send_gateway_command,
+        schema=SEND_GATEWAY_COMMAND_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
+    )
+    for name, (schema, run, supports) in TRIGGER_SERVICES.items():
+        hass.services.async_register(
+            DOMAIN,
+            name,
+            partial(_async_trigger_action, run),
+            schema=schema,
+            supports_response=supports,
+        )
 
 
 def _utc(value: datetime) -> datetime:
@@ -151,16 +253,6 @@ def _meters_by_entry(
     return chosen
 
 
-def _action_error(err: EkmError) -> HomeAssistantError:
-    if isinstance(err, EkmRateLimitError):
-        return HomeAssistantError(translation_domain=DOMAIN, translation_key="rate_limited")
-    return HomeAssistantError(
-        translation_domain=DOMAIN,
-        translation_key="communication_error",
-        translation_placeholders={"error": str(err)},
-    )
-
-
 async def _async_import_history(call: ServiceCall) -> ServiceResponse:
     """Import the chosen meters' history again, from ``start`` on."""
     start = _utc(call.data[ATTR_START])
@@ -178,7 +270,7 @@ async def _async_import_history(call: ServiceCall) -> ServiceResponse:
         try:
             hours += await history.async_reimport(addresses, start)
         except EkmError as err:
-            raise _action_error(err) from err
+            raise control_error(call.hass, entry, err) from err
     return {"hours_imported": hours}
 
 
@@ -213,7 +305,7 @@ async def _async_get_summary(call: ServiceCall) -> ServiceResponse:
                 fields=call.data.get(ATTR_FIELDS),
             )
         except EkmError as err:
-            raise _action_error(err) from err
+            raise control_error(call.hass, entry, err) from err
         periods.extend(
             {
                 "meter": p.address,
@@ -225,3 +317,60 @@ async def _async_get_summary(call: ServiceCall) -> ServiceResponse:
         )
     periods.sort(key=lambda p: (str(p["start"]), str(p["meter"])))
     return {"periods": cast(list[JsonValueType], periods)}
+
+
+def _gateway(hass: HomeAssistant, device_id: str) -> tuple[EkmConfigEntry, str]:
+    """The loaded EKM Push account entry of a Push3 gateway device, and its MAC."""
+    device = dr.async_get(hass).async_get(device_id)
+    if device is not None:
+        idents = {i[1] for i in device.identifiers if i[0] == DOMAIN}
+        for entry_id in device.config_entries:
+            entry: EkmConfigEntry | None = hass.config_entries.async_get_entry(entry_id)
+            if entry is None or entry.domain != DOMAIN:
+                continue
+            if entry.state is not ConfigEntryState.LOADED:
+                raise ServiceValidationError(
+                    translation_domain=DOMAIN,
+                    translation_key="entry_not_loaded",
+                    translation_placeholders={"entry": entry.title},
+                )
+            gateways = entry.runtime_data.coordinator.data.gateways
+            if (mac := next((m for m in sorted(idents) if m in gateways), None)) is not None:
+                return entry, mac
+    name = (device.name_by_user or device.name) if device else None
+    raise ServiceValidationError(
+        translation_domain=DOMAIN,
+        translation_key="not_a_gateway",
+        translation_placeholders={"device": name or device_id},
+    )
+
+
+def _control(entry: EkmConfigEntry) -> EkmControlClient:
+    control = entry.runtime_data.control
+    assert control is not None  # every loaded cloud entry has one
+    return control
+
+
+async def _async_send_gateway_command(call: ServiceCall) -> ServiceResponse:
+    """Send any Gateway Settings API command; EKM's answer (``msg_id``...) is the response."""
+    entry, mac = _gateway(call.hass, call.data[ATTR_GATEWAY])
+    try:
+        receipt = await _control(entry).send_command(
+            mac,
+            call.data[ATTR_COMMAND],
+            call.data[ATTR_TARGET],
+            call.data[ATTR_TARGET_ID],
+            call.data[ATTR_PARAMS],
+        )
+    except EkmError as err:
+        raise control_error(call.hass, entry, err) from err
+    return cast(JsonObjectType, receipt.raw)
+
+
+async def _async_trigger_action(run: TriggerCall, call: ServiceCall) -> ServiceResponse:
+    """A Trigger API action on one gateway's triggers (EKM's trigger JSON passed through)."""
+    entry, mac = _gateway(call.hass, call.data[ATTR_GATEWAY])
+    try:
+        return await run(_control(entry), mac, call)
+    except EkmError as err:
+        raise control_error(call.hass, entry, err) from err
