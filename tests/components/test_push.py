@@ -472,3 +472,19 @@ async def test_gap_fill_failure_still_resumes(
     fleet.advance(60)
     newest = int(_read_time(fleet, DEMO_METER))
     await until(hass, lambda: _last_read_ms(hass) == newest)
+
+
+async def test_relay_confirmed_by_pushed_reading(
+    hass: HomeAssistant, push_entry: MockConfigEntry, cloud: CloudSimulator, fleet: Fleet
+) -> None:
+    """With push on, the gateway's own report after the command confirms it: no poll."""
+    relay = f"switch.omnimeter_{DEMO_METER}_relay_1"
+    cloud.faults.command_delay_s = 0
+    cloud.reset_counts()
+    await hass.services.async_call("switch", "turn_on", {"entity_id": relay}, blocking=True)
+    assert hass.states.get(relay).attributes["pending"] is True
+    await until(hass, lambda: hass.states.get(relay).attributes["pending"] is False)
+    assert hass.states.get(relay).state == "on"
+    assert fleet.meters[DEMO_METER].relays[0] is True
+    assert cloud.requests["readMeter"] == 0
+    assert cloud.requests["sendCommand"] == 1
