@@ -17,6 +17,8 @@ import aiohttp
 DEMO_ACCOUNT_KEY = "MTAxMDoyMDIw"
 # The simulator's two Push3 gateways (ekmsim.fleet.Fleet.demo).
 GATEWAY_KEYS = ["NjUyNjk0MzY6KDkkPVtXLUpQZyFmaDBrYTlJ", "NjUyNjk0Mzc6U2ltLUtleS0yIQ"]
+# The simulator's API token (ekmsim.fleet.DEMO_API_TOKEN): the trigger actions need one.
+DEMO_API_TOKEN = "ekmsim-api-token-7f3c9a2e5b1d4086"  # noqa: S105 - the simulator's demo token
 BUS_METERS = "300000001234, 000000022222"
 USERNAME = PASSWORD = "dev"  # noqa: S105 - the documented development login
 GRID_METER = "000000000099"  # the solar home: imports at night, exports by day
@@ -133,7 +135,10 @@ async def configure_ekm(
         await flow(
             [
                 {"next_step_id": "cloud"},
-                {"api_key": DEMO_ACCOUNT_KEY, "advanced": {"server": args.sim}},
+                {
+                    "api_key": DEMO_ACCOUNT_KEY,
+                    "advanced": {"server": args.sim, "api_token": DEMO_API_TOKEN},
+                },
                 {
                     "gateway_keys": GATEWAY_KEYS,
                     "push": {"mqtt_server": args.mqtt, "mqtt_ca_file": args.ca},
