@@ -1,4 +1,8 @@
-"""``ekm cloud ...`` subcommands: Account, Realtime and Summary APIs."""
+"""``ekm cloud ...`` subcommands: Account, Realtime and Summary APIs.
+
+The Settings and Trigger API commands (``relay``, ``command``, ``triggers``) live in
+``cli_control``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import aiohttp
 
 from .catalog import normalize_address
 from .cli import emit, reading_json
+from .cli_control import add_commands
 from .cloud import DEFAULT_SERVER, EkmCloudClient
 from .summary import EkmSummaryClient, Report, zone_info
 
@@ -54,6 +59,8 @@ def register(groups: Any) -> None:
     summary.add_argument("--fields", help="field names or wildcards joined with ~")
     summary.add_argument("--v2", action="store_true", help="ask Summary V2 (beta)")
     summary.set_defaults(handler=_summary)
+
+    add_commands(commands, common)
 
 
 async def _account(args: argparse.Namespace) -> int:

@@ -136,7 +136,7 @@ class EkmControlClient(EkmHttpClient):
         the errors of ``EkmHttp.request_json`` (EkmInvalidParametersError for an unknown
         command, gateway or meter, EkmTokenRequiredError when the server wants a token).
         """
-        mac = _gateway(gateway_mac)
+        mac = normalize_gateway_mac(gateway_mac)
         if target == METER_TARGET:
             target_id = normalize_address(target_id)
         body: dict[str, Any] = {
@@ -192,7 +192,7 @@ class EkmControlClient(EkmHttpClient):
 
     async def list_triggers(self, gateway_mac: str) -> list[dict[str, Any]]:
         """Every trigger of a gateway, as EKM sent them (the schema is not published)."""
-        data = await self._trigger("GET", {"gateway": _gateway(gateway_mac)})
+        data = await self._trigger("GET", {"gateway": normalize_gateway_mac(gateway_mac)})
         items = data.get(TRIGGERS_FIELD) if isinstance(data, Mapping) else data
         if not isinstance(items, list):
             raise EkmResponseError("Trigger API answer has no trigger list")
@@ -200,7 +200,7 @@ class EkmControlClient(EkmHttpClient):
 
     async def get_trigger(self, trigger_uuid: str) -> dict[str, Any]:
         """One trigger by id. Raises EkmTriggerNotFoundError for an unknown id."""
-        uuid = _uuid(trigger_uuid)
+        uuid = normalize_trigger_uuid(trigger_uuid)
         data = await self._trigger("GET", {"trigger": uuid})
         trigger = _one_trigger(data, uuid)
         if trigger is None:
@@ -215,18 +215,20 @@ class EkmControlClient(EkmHttpClient):
         ``trigger`` is sent unchanged. The answer's trigger is returned when one is
         recognisable (in ``triggers``, ``trigger`` or bare), else EKM's answer unchanged.
         """
-        data = await self._trigger(CREATE_METHOD, {"gateway": _gateway(gateway_mac)}, dict(trigger))
+        data = await self._trigger(
+            CREATE_METHOD, {"gateway": normalize_gateway_mac(gateway_mac)}, dict(trigger)
+        )
         return _written(data)
 
     async def update_trigger(self, trigger_uuid: str, trigger: Mapping[str, Any]) -> dict[str, Any]:
         """Replace a trigger's definition; the updated trigger (as ``create_trigger``)."""
-        uuid = _uuid(trigger_uuid)
+        uuid = normalize_trigger_uuid(trigger_uuid)
         data = await self._trigger(UPDATE_METHOD, {"trigger": uuid}, dict(trigger))
         return _written(data, uuid)
 
     async def delete_trigger(self, trigger_uuid: str) -> dict[str, Any]:
         """Delete a trigger; EKM's JSON answer ({} for an empty or non-object answer)."""
-        data = await self._trigger(DELETE_METHOD, {"trigger": _uuid(trigger_uuid)})
+        data = await self._trigger(DELETE_METHOD, {"trigger": normalize_trigger_uuid(trigger_uuid)})
         return dict(data) if isinstance(data, Mapping) else {}
 
     async def check_token(self, gateway_mac: str | None = None) -> None:
@@ -260,7 +262,7 @@ class EkmControlClient(EkmHttpClient):
             raise
 
 
-def _gateway(mac: str) -> str:
+def normalize_gateway_mac(mac: str) -> str:
     """A gateway MAC as EKM writes it (lower case, no separators); ValueError if not one."""
     normal = normalize_mac(str(mac)).replace(".", "")
     if not _MAC.fullmatch(normal):
@@ -268,7 +270,7 @@ def _gateway(mac: str) -> str:
     return normal
 
 
-def _uuid(trigger_uuid: str) -> str:
+def normalize_trigger_uuid(trigger_uuid: str) -> str:
     """A trigger id as EKM writes it (32 lower-case hex digits); ValueError if not one."""
     normal = str(trigger_uuid).strip().lower().replace("-", "")
     if not _UUID.fullmatch(normal):
@@ -318,4 +320,6 @@ __all__ = [
     "CLIENT_NAME",
     "CommandReceipt",
     "EkmControlClient",
+    "normalize_gateway_mac",
+    "normalize_trigger_uuid",
 ]

@@ -64,7 +64,7 @@ class EkmHttp:
         (EKM status codes 1000-1399), EkmServerError (other HTTP errors), EkmRequestError
         (a plain-text "Error..." body) and EkmResponseError (anything else not JSON).
         """
-        status, body, data = await self._exchange("GET", url, params)
+        status, body, data = await self._exchange("GET", url, params, None, None)
         if status in (401, 403):
             raise (EkmAuthError if status == 401 else EkmForbiddenError)(
                 "The EKM server rejected the key"
@@ -102,9 +102,7 @@ class EkmHttp:
         quoting EKM's ``error`` text without key, token or URL), EkmServerError (any other
         status outside 2xx, 404 included) and EkmResponseError (a 2xx that is not JSON).
         """
-        status, body, data = await self._exchange(
-            method, url, params, json_body=json_body, token=token
-        )
+        status, body, data = await self._exchange(method, url, params, json_body, token)
         if status in (401, 403):
             if token:
                 raise EkmTokenError("The EKM server rejected the key or API token")
@@ -125,13 +123,7 @@ class EkmHttp:
         return data
 
     async def _exchange(
-        self,
-        method: str,
-        url: str,
-        params: Mapping[str, str],
-        *,
-        json_body: Any = None,
-        token: str | None = None,
+        self, method: str, url: str, params: Mapping[str, str], json_body: Any, token: str | None
     ) -> tuple[int, bytes, Any]:
         """Send one request; its status, body and decoded JSON (or _NOT_JSON).
 
