@@ -19,6 +19,12 @@
 #
 # SimMeter.snapshot() returns *normalized* values (EKM field names, kWh as floats at the
 # meter's resolution, volts in V, ...); each transport encodes them in its wire format.
+#
+# Control (ekmsim.control serves it over HTTP): API tokens (SimToken), the Trigger API's
+# store (Fleet.triggers) and Settings API commands (SimCommand), which a gateway holds in
+# its queue until they are ready and it is online, then applies (Fleet.apply_commands):
+# SetRelay moves the meter's relay and the gateway reports that meter once at once
+# (Fleet.report_now). Commands never touch the registers.
 
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ import math
 import random
 import time
 from typing import Any, Final
+import uuid
 import zlib
 from zoneinfo import ZoneInfo
 
@@ -51,6 +58,9 @@ DEMO_ACCOUNT_KEY: Final = "MTAxMDoyMDIw"
 DEMO_GATEWAY_MAC: Final = "4016fa0500cd"
 DEMO_GATEWAY_KEY: Final = "NjUyNjk0MzY6KDkkPVtXLUpQZyFmaDBrYTlJ"
 DEMO_METER: Final = "000000010389"
+# The demo account's API token (READ/WRITE, OWNER): the simulator's invention, as EKM
+# publishes no sample token. Tokens are bearer secrets: never log them.
+DEMO_API_TOKEN: Final = "ekmsim-api-token-7f3c9a2e5b1d4086"
 HISTORY_LEN: Final = 1000  # EKM keeps the 1,000 latest reads per meter
 # Registers are functions of the time since ORIGIN; a meter's default first report is
 # ORIGIN plus up to FIRST_REPORT_SPREAD_S derived from its address (whole hours).
@@ -906,12 +916,60 @@ def _cos_theta(code: int) -> str:
 _COS_TEXT: Final = {code: _cos_theta(code) for code in range(201)}
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimToken:
+    """An EKM API token (bearer): READ (GET only) or READ/WRITE, of one account."""
+
+    token: str
+    write: bool = True  # False: READ only (the Trigger API refuses POST/PUT/DELETE)
+    account_key: str = DEMO_ACCOUNT_KEY
+
+
+# Outcomes of a SimCommand.
+QUEUED: Final = "queued"  # waiting for its delay, or for the gateway to come online
+APPLIED: Final = "applied"
+IGNORED: Final = "ignored"  # a v3 meter: no controllable relays
+NO_ANSWER: Final = "no_answer"  # the meter did not answer the gateway (not reporting)
+DROPPED: Final = "dropped"  # Faults.drop_commands: accepted, never applied
+CANCELLED: Final = "cancelled"  # the simulator stopped before it was applied
+
+
+@dataclass(eq=False, kw_only=True)
+class SimCommand:
+    """A SetRelay command the Settings API accepted for a gateway (times: fleet clock)."""
+
+    msg_id: str
+    gateway: str  # MAC
+    meter: str  # 12-digit address
+    relay: int  # 1 or 2
+    closed: bool  # True = "close" (on)
+    duration_s: int  # 0 = hold
+    body: dict[str, Any]  # the request body as received (without any key)
+    received_at: float
+    ready: bool = False  # its delivery delay has passed
+    applied_at: float | None = None  # when the gateway handled it
+    outcome: str = QUEUED
+
+    def to_json(self) -> dict[str, Any]:
+        """The admin log entry (no key, no token)."""
+        return {
+            "msg_id": self.msg_id,
+            "time": self.received_at,
+            "gateway": self.gateway,
+            "meter": self.meter,
+            "body": self.body,
+            "applied_at": self.applied_at,
+            "outcome": self.outcome,
+        }
+
+
 @dataclass(eq=False, kw_only=True)
 class SimGateway:
     """A Push3 gateway: lowercase 12-hex MAC, name, its key and its meters.
 
     ``online`` is what the Summary V2 GStat endpoint reports (its meters keep reporting
     either way: make them unresponsive for that); ``last_seen`` is when it went offline.
+    ``commands`` holds the Settings API commands not applied yet, oldest first.
     """
 
     mac: str
@@ -920,6 +978,7 @@ class SimGateway:
     meters: list[str] = field(default_factory=list)
     online: bool = True
     last_seen: float | None = None  # epoch s it was last seen; None while online
+    commands: deque[SimCommand] = field(default_factory=deque, repr=False)
 
     def set_online(self, online: bool, now: float) -> None:
         """Go online, or offline as of ``now`` (``last_seen``)."""
@@ -941,7 +1000,10 @@ class Fleet:
     clock: SimClock = field(default_factory=SimClock)
     host: str = "psrv1.ekmmetering.com"
     timezone: str = "UTC"  # of the stored Date/Time strings
-    revoked_keys: set[str] = field(default_factory=set)
+    revoked_keys: set[str] = field(default_factory=set)  # keys and API tokens
+    api_tokens: dict[str, SimToken] = field(default_factory=dict)  # by token
+    # The Trigger API's store: gateway MAC -> trigger_uuid -> trigger (every field kept).
+    triggers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     # Named actions other simulated services offer (POST /_sim/control/<name>).
     controls: dict[str, Callable[[], Awaitable[object]]] = field(default_factory=dict)
     # Reads kept per meter. EKM keeps 1,000; each read costs about 2.5 kB here, so a
@@ -1022,6 +1084,9 @@ class Fleet:
             if history_days is not None:
                 meter.first_report = fleet.history_start(history_days)
             fleet.add_meter(meter)
+        fleet.add_token(DEMO_API_TOKEN)
+        for gw in fleet.gateways.values():
+            fleet.add_trigger(gw.mac, demo_trigger(gw))
         return fleet
 
     def history_start(self, days: float) -> float:
@@ -1087,6 +1152,7 @@ class Fleet:
                     first_report=first_report,
                 )
             )
+        fleet.add_token(DEMO_API_TOKEN)
         return fleet
 
     # --- keys ------------------------------------------------------------------------------
@@ -1120,12 +1186,44 @@ class Fleet:
         return None
 
     def revoke(self, key: str) -> None:
-        """Make a key invalid (the cloud answers 403)."""
+        """Make a key or an API token invalid (the cloud answers 403)."""
         self.revoked_keys.add(key)
 
     def restore(self, key: str) -> None:
         """Undo :meth:`revoke`."""
         self.revoked_keys.discard(key)
+
+    def add_token(
+        self, token: str, *, write: bool = True, account_key: str | None = None
+    ) -> SimToken:
+        """Add (or replace) an API token, by default of this fleet's account."""
+        sim_token = SimToken(token=token, write=write, account_key=account_key or self.account_key)
+        self.api_tokens[token] = sim_token
+        return sim_token
+
+    def token(self, token: str | None) -> SimToken | None:
+        """The API token, or None when it is missing, unknown or revoked."""
+        if not token or token in self.revoked_keys:
+            return None
+        return self.api_tokens.get(token)
+
+    # --- triggers ----------------------------------------------------------------------------
+
+    def add_trigger(self, mac: str, trigger: dict[str, Any]) -> dict[str, Any]:
+        """Store a trigger for a gateway (a new trigger_uuid unless it has one)."""
+        uid = str(trigger.get("trigger_uuid") or uuid.uuid4().hex)
+        stored = {"trigger_uuid": uid, "gateway": mac} | {
+            k: v for k, v in trigger.items() if k not in ("trigger_uuid", "gateway")
+        }
+        self.triggers.setdefault(mac, {})[uid] = stored
+        return stored
+
+    def find_trigger(self, trigger_uuid: str) -> dict[str, Any] | None:
+        """The stored trigger with this uuid, on any gateway."""
+        for by_uuid in self.triggers.values():
+            if trigger_uuid in by_uuid:
+                return by_uuid[trigger_uuid]
+        return None
 
     # --- time and reads ----------------------------------------------------------------------
 
@@ -1174,13 +1272,7 @@ class Fleet:
         zone = _zone(self.timezone)
         for boundary in range(first, last + 1, interval):
             batch: ReadBatch = []
-            local = datetime.fromtimestamp(boundary, zone)
-            meta: Read = {
-                "Good": 1,
-                "Date": local.strftime("%Y-%m-%d"),
-                "Time": local.strftime("%H:%M:%S"),
-                "Time_Stamp_UTC_ms": boundary * 1000,
-            }
+            meta = _read_meta(boundary * 1000, zone)
             for meter in self.meters.values():
                 if not meter.reports_at(boundary):
                     meter.advance(boundary)
@@ -1209,10 +1301,75 @@ class Fleet:
         return meter
 
     def set_gateway_online(self, mac: str, online: bool) -> SimGateway:
-        """Set a gateway's GStat state (offline: last seen now)."""
+        """Set a gateway's GStat state (offline: last seen now; online: apply commands)."""
         gateway = self.gateways[mac]
         gateway.set_online(online, self.clock.now())
+        if online:
+            self.apply_commands(mac)
         return gateway
+
+    def report_now(self, address: str) -> Read | None:
+        """Read one meter now, out of the interval (what a gateway does after a command).
+
+        The read is stamped max(now, last stored read + 1 ms), stored and sent to the
+        listeners like an interval's reads; None when the meter does not report now.
+        """
+        meter = self.meters[address]
+        now = self.clock.now()
+        self.advance_to(now)  # earlier boundaries first: the history stays time-ordered
+        if not meter.reports_at(now):
+            return None
+        history = self.history(address)
+        stamp = int(now * 1000)
+        if history:
+            stamp = max(stamp, int(history[-1]["Time_Stamp_UTC_ms"]) + 1)
+        read = _read_meta(stamp, _zone(self.timezone)) | meter.snapshot(stamp / 1000)
+        history.append(read)
+        self._notify([(meter, read)])
+        return read
+
+    # --- commands (Settings API) ---------------------------------------------------------------
+
+    def queue_command(self, command: SimCommand) -> None:
+        """Give a command to its gateway (applied once ready and the gateway is online)."""
+        self.gateways[command.gateway].commands.append(command)
+
+    def command_ready(self, command: SimCommand) -> list[SimCommand]:
+        """Mark a command's delay as passed; returns the commands applied now."""
+        command.ready = True
+        return self.apply_commands(command.gateway)
+
+    def apply_commands(self, mac: str) -> list[SimCommand]:
+        """Apply a gateway's ready commands in order (none while it is offline)."""
+        gateway = self.gateways[mac]
+        done: list[SimCommand] = []
+        while gateway.online and gateway.commands and gateway.commands[0].ready:
+            command = gateway.commands.popleft()
+            self._apply(command)
+            done.append(command)
+        return done
+
+    def cancel_command(self, command: SimCommand) -> None:
+        """Forget a command not applied yet."""
+        gateway = self.gateways.get(command.gateway)
+        if gateway is not None and command in gateway.commands:
+            gateway.commands.remove(command)
+        if command.outcome == QUEUED:
+            command.outcome = CANCELLED
+
+    def _apply(self, command: SimCommand) -> None:
+        now = self.clock.now()
+        command.applied_at = now
+        meter = self.meters.get(command.meter)
+        if meter is None or meter.gateway_mac != command.gateway or not meter.reports_at(now):
+            command.outcome = NO_ANSWER
+        elif not meter.supports_relays:
+            command.outcome = IGNORED
+        else:
+            self.advance_to(now)  # reads before now keep the old relay state
+            meter.set_relay(command.relay, command.closed, command.duration_s)
+            command.outcome = APPLIED
+            self.report_now(meter.address)
 
     def _notify(self, batch: ReadBatch) -> None:
         for listener in list(self._listeners):
@@ -1226,6 +1383,27 @@ class Fleet:
         return sorted(self.meters)
 
 
+def demo_trigger(gateway: SimGateway) -> dict[str, Any]:
+    """The trigger demo() seeds on a gateway (a fixed trigger_uuid per MAC)."""
+    # Every field but trigger_uuid and trigger_name is the simulator's invention: EKM's
+    # trigger schema is unknown (ekm-cloud-api.md §7). The Trigger API keeps any fields.
+    meter = gateway.meters[0] if gateway.meters else ""
+    return {
+        "trigger_uuid": uuid.uuid5(uuid.NAMESPACE_URL, f"ekmsim:trigger:{gateway.mac}").hex,
+        "trigger_name": "Shed water heater at peak",
+        "enabled": True,
+        "condition": {"meter": meter, "field": "RMS_Watts_Tot", "operator": ">", "value": 5000},
+        "action": {
+            "type": "relay",
+            "meter": meter,
+            "relay": "relay_1",
+            "status": "open",
+            "duration": 900,
+        },
+        "recurrence": None,
+    }
+
+
 async def run_ticker(
     fleet: Fleet, period_s: float = 1.0, stop: asyncio.Event | None = None
 ) -> None:
@@ -1235,6 +1413,17 @@ async def run_ticker(
         fleet.advance_to()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), period_s)
+
+
+def _read_meta(stamp_ms: int, zone: tzinfo) -> Read:
+    """The fields every stored read starts with (its local Date and Time in ``zone``)."""
+    local = datetime.fromtimestamp(stamp_ms / 1000, zone)
+    return {
+        "Good": 1,
+        "Date": local.strftime("%Y-%m-%d"),
+        "Time": local.strftime("%H:%M:%S"),
+        "Time_Stamp_UTC_ms": stamp_ms,
+    }
 
 
 _ZONES: dict[str, tzinfo] = {}
@@ -1251,6 +1440,7 @@ def _zone(name: str) -> tzinfo:
 
 __all__ = [
     "DEMO_ACCOUNT_KEY",
+    "DEMO_API_TOKEN",
     "DEMO_GATEWAY_KEY",
     "DEMO_GATEWAY_MAC",
     "DEMO_METER",
@@ -1262,10 +1452,13 @@ __all__ = [
     "ReadBatch",
     "RegisterModel",
     "SimClock",
+    "SimCommand",
     "SimGateway",
     "SimMeter",
+    "SimToken",
     "day_table",
     "default_first_report",
+    "demo_trigger",
     "gateway_key",
     "meter_time_text",
     "run_ticker",
