@@ -31,7 +31,9 @@ class Service:
 
 
 def _cloud_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("cloud (Account, Realtime and Summary APIs)")
+    group = parser.add_argument_group(
+        "cloud (Account, Realtime, Summary, Settings and Trigger APIs)"
+    )
     group.add_argument("--port", type=int, default=8080, help="HTTP port (0 = any free port)")
     group.add_argument("--no-cloud", action="store_true", help="do not serve the cloud APIs")
 
@@ -46,6 +48,7 @@ async def _start_cloud(fleet: Fleet, args: argparse.Namespace) -> Stop | None:
         f"summary: {url}/summary  (V2 {url}/summary/api/v2/meter, "
         f"{url}/summary/api/v2/firstlast, {url}/summary/api/v2/gstat)"
     )
+    say(f"control: {url}/sendCommand  (Trigger API {url}/api/trigger, bearer token)")
     say("cloud admin endpoints:\n" + ADMIN_HELP.rstrip())
     return sim.stop
 
@@ -116,6 +119,8 @@ def build_fleet(args: argparse.Namespace) -> Fleet:
 def describe(fleet: Fleet) -> None:
     """Print the keys and meters a user needs to talk to the simulator."""
     say(f"account key: {fleet.account_key}")
+    for token in fleet.api_tokens.values():
+        say(f"API token ({'READ/WRITE' if token.write else 'READ'}): {token.token}")
     for gw in fleet.gateways.values():
         say(f"gateway {gw.mac} ({gw.name}) key: {gw.key}  meters: {' '.join(gw.meters)}")
     loose = sorted(a for a, m in fleet.meters.items() if m.gateway_mac is None)

@@ -4,7 +4,8 @@
 * Realtime: ``/readMeter`` (the 1,000 latest reads of each meter);
 * Summary (ekmsim.summary): legacy ``/summary``, V2 ``/summary/api/v2/meter``,
   ``/summary/api/v2/firstlast`` and ``/summary/api/v2/gstat`` (paths of the last two
-  inferred). Summary rows come from the same register functions as the Realtime reads.
+  inferred). Summary rows come from the same register functions as the Realtime reads;
+* control (ekmsim.control): Gateway Settings ``/sendCommand``, Trigger API ``/api/trigger``.
 """
 
 # The shapes follow shared/docs/ekm-cloud-api.md §2, §3, §5 and §8. Faults (latency, HTTP
@@ -29,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
+from .control import ADMIN_HELP as CONTROL_HELP, ControlApi
 from .fleet import Fleet, Read, SimGateway, SimMeter
 from .summary import (
     NoData,
@@ -59,7 +61,8 @@ MALFORMED_KINDS: Final = (
     "auth_error_body",  # {"status_code": 401, "error": "Invalid key"} with HTTP 200
 )
 ENDPOINTS: Final = (
-    "readMeter", "account", "gateway", "summary", "summary_v2", "firstlast", "gstat"
+    "readMeter", "account", "gateway", "summary", "summary_v2", "firstlast", "gstat",
+    "sendCommand", "trigger",
 )  # fmt: skip
 ERROR_STATUSES: Final = (400, 401, 403, 404, 429, 500, 502, 503, 504)
 
@@ -148,6 +151,12 @@ class Faults:
     rate_window_s: float = 60.0
     only_endpoints: list[str] | None = None  # faults hit only these ENDPOINTS (None: all)
     account_extra: dict[str, Any] = field(default_factory=dict)  # merged into account JSON
+    # Settings API: real seconds until the gateway applies a command (0 = next loop
+    # iteration); drop_commands: accept (200) but never apply; command_token_required:
+    # sendCommand needs a bearer token (401 without).
+    command_delay_s: float = 2.0
+    drop_commands: bool = False
+    command_token_required: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -185,6 +194,14 @@ class Faults:
                 and (not isinstance(value, list) or any(v not in ENDPOINTS for v in value))
             ):
                 raise ValueError(f"only_endpoints: a list of {ENDPOINTS} or null")
+            elif name == "command_delay_s" and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+            ):
+                raise ValueError("command_delay_s: seconds >= 0")
+            elif name in ("drop_commands", "command_token_required") and not isinstance(
+                value, bool
+            ):
+                raise ValueError(f"{name}: true or false")
             setattr(self, name, value)
         if "seed" in changes:
             self.rng = random.Random(self.seed)
@@ -207,6 +224,7 @@ class CloudSimulator:
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._windows: dict[str, tuple[float, int]] = {}
+        self.control = ControlApi(self)  # Settings and Trigger APIs
         self.app = self._build_app()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -224,8 +242,9 @@ class CloudSimulator:
         return self.url
 
     async def stop(self) -> None:
-        """Stop serving (pending slow answers are released at once)."""
+        """Stop serving (pending slow answers are released, pending commands cancelled)."""
         self._stopping.set()
+        self.control.stop()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -272,6 +291,7 @@ class CloudSimulator:
         app.router.add_post("/_sim/gateways/{mac}", self._admin_gateway)
         app.router.add_post("/_sim/advance", self._admin_advance)
         app.router.add_post("/_sim/control/{name}", self._admin_control)
+        self.control.add_routes(app, self._api)
         return app
 
     def _api(self, name: str, handler: Handler) -> Handler:
@@ -540,6 +560,7 @@ class CloudSimulator:
                 "gateways": [_gateway_json(gw) for gw in fleet.gateways.values()],
                 "meters": [_meter_json(m) for m in fleet.meters.values()],
             }
+            | self.control.state()
         )
 
     async def _admin_faults(self, request: web.Request) -> web.StreamResponse:
@@ -639,11 +660,15 @@ class CloudSimulator:
         return web.json_response({"now": self.fleet.clock.now(), "reads": len(reads)})
 
 
-ADMIN_HELP: Final = """\
-GET  /_sim/state                      clock, faults, request counts, gateways, meters
+ADMIN_HELP: Final = (
+    """\
+GET  /_sim/state                      clock, faults, request counts, gateways, meters,
+                                      commands, triggers
 GET|POST|DELETE /_sim/faults          read / update (partial JSON) / reset the fault knobs
                                       ("summary_v2": false = no Summary V2, 404;
-                                      "summary_reports": ["15", "hr"] = others refused)
+                                      "summary_reports": ["15", "hr"] = others refused;
+                                      "command_delay_s", "drop_commands",
+                                      "command_token_required": Settings API)
 GET|DELETE /_sim/requests             API request counts per endpoint / reset them
 POST /_sim/keys/revoke {"key": K}     make a key invalid (403); /_sim/keys/restore undoes it
 GET  /_sim/meters                     meter summaries
@@ -652,10 +677,13 @@ POST /_sim/meters/<address> {...}     set "responsive" (false = stale from now),
                                       null = still reporting); "replace": true (a new meter
                                       from now) or "replace_at": epoch, with "initial_kwh"
                                       (default 0): registers restart lower
-POST /_sim/gateways/<mac> {"online": B}  GStat state (offline: last seen now)
+POST /_sim/gateways/<mac> {"online": B}  GStat state (offline: last seen now, and
+                                      commands wait until it is online again)
 POST /_sim/advance {"seconds": S}     move the simulated clock and generate reads
 POST /_sim/control/<name>             run a control of another service (mqtt_stop, mqtt_start)
 """
+    + CONTROL_HELP
+)
 
 
 # --- rendering -------------------------------------------------------------------------------

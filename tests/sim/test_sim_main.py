@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from ekmsim import __main__ as sim_main
-from ekmsim.fleet import DEMO_ACCOUNT_KEY, DEMO_GATEWAY_KEY
+from ekmsim.fleet import DEMO_ACCOUNT_KEY, DEMO_API_TOKEN, DEMO_GATEWAY_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,6 +42,7 @@ def test_options_and_fleets(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert f"account key: {DEMO_ACCOUNT_KEY}" in out
     assert DEMO_GATEWAY_KEY in out
+    assert f"API token (READ/WRITE): {DEMO_API_TOKEN}" in out
     assert "meters without a gateway: 000300000001" in out
 
 
@@ -60,6 +61,7 @@ async def test_run_and_sigterm() -> None:
         match = re.search(r"cloud: (http://127\.0\.0\.1:\d+)", "\n".join(lines))
         assert match is not None
         url = match.group(1)
+        assert any(line.startswith(f"control: {url}/sendCommand ") for line in lines)
         async with (
             aiohttp.ClientSession() as session,
             session.get(
