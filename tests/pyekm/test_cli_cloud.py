@@ -18,12 +18,20 @@ from typing import Any
 
 import pytest
 
-from custom_components.ekm.pyekm import MeterReading, Source, cli
+from custom_components.ekm.pyekm import MeterReading, Source, cli, cli_control
 from ekmsim.cloud import CloudSimulator
-from ekmsim.fleet import DEMO_ACCOUNT_KEY, DEMO_GATEWAY_MAC, DEMO_METER, Fleet, SimClock
+from ekmsim.fleet import (
+    DEMO_ACCOUNT_KEY,
+    DEMO_API_TOKEN,
+    DEMO_GATEWAY_MAC,
+    DEMO_METER,
+    Fleet,
+    SimClock,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 START = 1_790_000_000.0
+SECRETS = (DEMO_ACCOUNT_KEY, DEMO_API_TOKEN)
 
 
 def make_fleet() -> Fleet:
@@ -75,8 +83,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[Any],
     """Run the CLI; returns the exit code, stdout JSON lines and stderr."""
     code = cli.main(list(argv))
     out, err = capsys.readouterr()
-    assert DEMO_ACCOUNT_KEY not in out
-    assert DEMO_ACCOUNT_KEY not in err
+    for secret in SECRETS:
+        assert secret not in out
+        assert secret not in err
+    assert "Traceback" not in err
     return code, [json.loads(line) for line in out.splitlines()], err
 
 
@@ -363,4 +373,233 @@ def test_summary_errors(
     assert lines == []
     [line] = err.splitlines()
     assert json.loads(line) == {"error": error, "message": message}
+    assert "Traceback" not in err
+
+
+# --- ekm cloud relay / command / triggers ------------------------------------------------------
+
+
+@pytest.fixture
+def token_env(monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config) -> None:
+    """No EKM_TOKEN from the environment, and the API token checked by the leak guard."""
+    monkeypatch.delenv(cli_control.TOKEN_ENV, raising=False)
+    for plugin in pytestconfig.pluginmanager.get_plugins():
+        if str(getattr(plugin, "__file__", "")).endswith("tests/conftest.py"):
+            plugin.add_secret(DEMO_API_TOKEN)
+
+
+def control(
+    capsys: pytest.CaptureFixture[str], cloud: ThreadedCloud, *argv: str, token: bool = True
+) -> tuple[int, list[Any], str]:
+    """Run ``ekm cloud <argv>`` against the simulator with the demo key (and token)."""
+    auth = ["--key", DEMO_ACCOUNT_KEY, *(["--token", DEMO_API_TOKEN] if token else [])]
+    return run(capsys, "cloud", *argv, "--server", cloud.url, *auth)
+
+
+def error_line(err: str) -> dict[str, str]:
+    [line] = err.splitlines()
+    parsed: dict[str, str] = json.loads(line)
+    return parsed
+
+
+@pytest.mark.usefixtures("token_env")
+def test_relay(cloud_thread: ThreadedCloud, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, err = control(
+        capsys, cloud_thread, "relay", "--gateway", "40:16:FA:05:00:CD", "--meter", "10389",
+        "--relay", "2", "--state", "on", "--duration", "30", token=False,
+    )  # fmt: skip
+    assert code == 0, err
+    [answer] = lines
+    assert set(answer) == {"msg_id", "response_channel_id", "response_channel_host"}
+    [command] = cloud_thread.sim.control.commands
+    assert answer["msg_id"] == command.msg_id
+    assert command.body["params"] == {"relay": "relay_2", "status": "close", "duration": 30}
+    assert command.body["target_id"] == DEMO_METER
+    assert command.gateway == DEMO_GATEWAY_MAC
+
+    code, _, err = control(
+        capsys, cloud_thread, "relay", "--gateway", DEMO_GATEWAY_MAC, "--meter", DEMO_METER,
+        "--relay", "1", "--state", "off",
+    )  # fmt: skip
+    assert code == 0, err
+    last = cloud_thread.sim.control.commands[-1]
+    assert last.body["params"] == {"relay": "relay_1", "status": "open", "duration": 0}
+
+
+@pytest.mark.usefixtures("token_env")
+def test_command(cloud_thread: ThreadedCloud, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, err = control(
+        capsys, cloud_thread, "command", "--gateway", DEMO_GATEWAY_MAC, "--command", "SetRelay",
+        "--target", "meter", "--target-id", "10389",
+        "--params", '{"relay": "relay_1", "status": "close", "duration": 5}',
+    )  # fmt: skip
+    assert code == 0, err
+    assert lines[0]["msg_id"] == cloud_thread.sim.control.commands[-1].msg_id
+    assert cloud_thread.sim.control.commands[-1].body["target_id"] == DEMO_METER
+
+    code, lines, err = control(
+        capsys, cloud_thread, "command", "--gateway", DEMO_GATEWAY_MAC, "--command", "SetLcd",
+        "--target", "meter", "--target-id", DEMO_METER,
+    )  # fmt: skip
+    assert (code, lines) == (1, [])
+    assert error_line(err) == {
+        "error": "EkmInvalidParametersError",
+        "message": "EKM rejected the request's parameters: "
+        "Unknown command 'SetLcd' (known: SetRelay)",
+    }
+
+    code, lines, err = control(
+        capsys, cloud_thread, "command", "--gateway", DEMO_GATEWAY_MAC, "--command", "SetRelay",
+        "--target", "meter", "--target-id", "meter-one",
+    )  # fmt: skip
+    assert (code, lines) == (2, [])
+    assert error_line(err) == {
+        "error": "UsageError",
+        "message": "--target-id: A meter address is 1 to 12 digits",
+    }
+
+
+@pytest.mark.usefixtures("token_env")
+def test_triggers(
+    cloud_thread: ThreadedCloud,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fleet = cloud_thread.sim.fleet
+    [seeded] = fleet.triggers[DEMO_GATEWAY_MAC]
+    code, lines, err = control(capsys, cloud_thread, "triggers", "list", "--gateway",
+                               DEMO_GATEWAY_MAC)  # fmt: skip
+    assert code == 0, err
+    assert [t["trigger_uuid"] for t in lines] == [seeded]
+    code, lines, _ = control(capsys, cloud_thread, "triggers", "get", "--trigger", seeded)
+    assert lines == [fleet.triggers[DEMO_GATEWAY_MAC][seeded]]
+
+    definition = tmp_path / "trigger.json"
+    definition.write_text('{"trigger_name": "Porch", "enabled": false}')
+    code, lines, err = control(capsys, cloud_thread, "triggers", "create", "--gateway",
+                               DEMO_GATEWAY_MAC, "--file", str(definition))  # fmt: skip
+    assert code == 0, err
+    [created] = lines
+    uuid = created["trigger_uuid"]
+    assert created == {"trigger_uuid": uuid, "gateway": DEMO_GATEWAY_MAC,
+                       "trigger_name": "Porch", "enabled": False}  # fmt: skip
+
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"trigger_name": "Porch 2"}'))
+    monkeypatch.setenv(cli_control.TOKEN_ENV, DEMO_API_TOKEN)
+    code, lines, err = control(capsys, cloud_thread, "triggers", "update", "--trigger", uuid,
+                               "--file", "-", token=False)  # fmt: skip
+    assert code == 0, err
+    assert lines[0]["trigger_name"] == "Porch 2"
+    assert fleet.triggers[DEMO_GATEWAY_MAC][uuid]["trigger_name"] == "Porch 2"
+
+    code, lines, _ = control(capsys, cloud_thread, "triggers", "delete", "--trigger", uuid)
+    assert lines == [{"trigger_uuid": uuid, "deleted": True}]
+    code, lines, err = control(capsys, cloud_thread, "triggers", "get", "--trigger", uuid)
+    assert (code, lines) == (1, [])
+    assert error_line(err) == {
+        "error": "EkmTriggerNotFoundError",
+        "message": "EKM knows no trigger with that id",
+    }
+
+
+@pytest.mark.usefixtures("token_env")
+@pytest.mark.parametrize(
+    ("argv", "change", "error", "message"),
+    [
+        (["triggers", "list", "--gateway", DEMO_GATEWAY_MAC], "no token",
+         "EkmTokenRequiredError", "The EKM Trigger API requires an API token"),
+        (["triggers", "list", "--gateway", DEMO_GATEWAY_MAC], "revoke",
+         "EkmTokenError", "The EKM server rejected the key or API token"),
+        (["relay", "--gateway", DEMO_GATEWAY_MAC, "--meter", DEMO_METER, "--relay", "1",
+          "--state", "on"], "revoke no token",
+         "EkmForbiddenError", "The EKM server rejected the key"),
+        (["relay", "--gateway", DEMO_GATEWAY_MAC, "--meter", DEMO_METER, "--relay", "1",
+          "--state", "on"], "token required",
+         "EkmTokenRequiredError", "This EKM server requires an API token"),
+        (["triggers", "get", "--trigger", "0" * 32], "",
+         "EkmTriggerNotFoundError", "EKM knows no trigger with that id"),
+        (["triggers", "delete", "--trigger", "0" * 32], "429",
+         "EkmRateLimitError", "Rate limited by the EKM server, retry after 30 s"),
+    ],
+)  # fmt: skip
+def test_control_errors(
+    cloud_thread: ThreadedCloud,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    change: str,
+    error: str,
+    message: str,
+) -> None:
+    sim = cloud_thread.sim
+    if "revoke" in change:
+        sim.fleet.revoke(DEMO_ACCOUNT_KEY)
+    if change == "token required":
+        sim.faults.command_token_required = True
+    if change == "429":
+        sim.faults.fail_next = [429]
+    code, lines, err = control(capsys, cloud_thread, *argv, token="token" not in change)
+    assert (code, lines) == (1, [])
+    assert error_line(err) == {"error": error, "message": message}
+
+
+USAGE_DEFAULTS: dict[str, dict[str, str]] = {
+    "relay": {"--gateway": DEMO_GATEWAY_MAC, "--meter": DEMO_METER, "--relay": "1",
+              "--state": "on"},
+    "command": {"--gateway": DEMO_GATEWAY_MAC, "--command": "SetRelay", "--target": "meter",
+                "--target-id": DEMO_METER},
+    "triggers create": {"--gateway": DEMO_GATEWAY_MAC},
+    "triggers update": {"--trigger": "0" * 32},
+}  # fmt: skip
+
+
+@pytest.mark.usefixtures("token_env")
+@pytest.mark.parametrize(
+    ("command", "options", "message"),
+    [
+        ("relay", {"--relay": "3"}, "argument --relay: invalid choice: '3'"),
+        ("relay", {"--duration": "10000"}, "argument --duration: seconds from 0 to 9999"),
+        ("relay", {"--duration": "soon"}, "argument --duration: seconds from 0 to 9999"),
+        ("relay", {"--gateway": "4016fa"}, "argument --gateway: A gateway MAC address is 12"),
+        ("relay", {"--meter": "x"}, "argument --meter: A meter address is 1 to 12 digits"),
+        ("command", {"--params": "[1,"}, "argument --params: not valid JSON (line 1 column 4)"),
+        ("command", {"--params": "[1]"}, "argument --params: not a JSON object"),
+        ("triggers get", {"--trigger": "1234"},
+         "argument --trigger: A trigger id is 32 hexadecimal digits"),
+        ("triggers get", {}, "the following arguments are required: --trigger"),
+        ("triggers update", {}, "the following arguments are required: --file"),
+        ("triggers list", {}, "the following arguments are required: --gateway"),
+        ("triggers create", {"--file": "{missing}"},
+         "argument --file: cannot read {missing}: No such file or directory"),
+        ("triggers create", {"--file": "{dir}"},
+         "argument --file: cannot read {dir}: Is a directory"),
+        ("triggers create", {"--file": "{bad}"},
+         "argument --file: {bad} is not valid JSON (line 1 column 1)"),
+        ("triggers create", {"--file": "{binary}"},
+         "argument --file: cannot read {binary}: not UTF-8 text"),
+        ("triggers create", {"--file": "{list}"}, "argument --file: {list} is not a JSON object"),
+    ],
+)  # fmt: skip
+def test_control_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    command: str,
+    options: dict[str, str],
+    message: str,
+) -> None:
+    files = {"missing": tmp_path / "none.json", "dir": tmp_path, "bad": tmp_path / "bad.json",
+             "binary": tmp_path / "binary.json", "list": tmp_path / "list.json"}  # fmt: skip
+    files["bad"].write_text(f"token {DEMO_API_TOKEN}")
+    files["binary"].write_bytes(b'{"trigger_name": "\xff"}')
+    files["list"].write_text("[]")
+    names = {name: str(path) for name, path in files.items()}
+    args = {**USAGE_DEFAULTS.get(command, {}), **options}
+    argv = [*command.split(), *(arg.format(**names) for arg in itertools.chain(*args.items()))]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["cloud", *argv, "--key", DEMO_ACCOUNT_KEY, "--token", DEMO_API_TOKEN])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message.format(**names) in err
+    for secret in SECRETS:
+        assert secret not in err
     assert "Traceback" not in err
