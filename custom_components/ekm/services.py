@@ -362,6 +362,12 @@ async def _async_send_gateway_command(call: ServiceCall) -> ServiceResponse:
             call.data[ATTR_TARGET_ID],
             call.data[ATTR_PARAMS],
         )
+    except ValueError as err:  # a meter target whose id is not a meter address
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="invalid_parameters",
+            translation_placeholders={"error": str(err)},
+        ) from err
     except EkmError as err:
         raise control_error(call.hass, entry, err) from err
     return cast(JsonObjectType, receipt.raw)

@@ -335,6 +335,17 @@ async def test_send_gateway_command(
     assert raised.value.translation_key == "invalid_parameters"
     assert "Nonsense" in str(raised.value.translation_placeholders)
 
+    # A meter target whose id is not a meter address never leaves Home Assistant.
+    with pytest.raises(ServiceValidationError) as raised:
+        await hass.services.async_call(
+            DOMAIN,
+            "send_gateway_command",
+            {"gateway": gateway, "command": "SetRelay", "target_id": "kitchen"},
+            blocking=True,
+            return_response=True,
+        )
+    assert raised.value.translation_key == "invalid_parameters"
+
 
 async def test_gateway_actions_need_a_gateway(
     hass: HomeAssistant, account: MockConfigEntry
@@ -365,9 +376,7 @@ async def _trigger_action(
     return dict(response)
 
 
-async def test_trigger_actions(
-    hass: HomeAssistant, tokened: MockConfigEntry, fleet: Fleet
-) -> None:
+async def test_trigger_actions(hass: HomeAssistant, tokened: MockConfigEntry, fleet: Fleet) -> None:
     """List, get, create, update and delete, EKM's trigger JSON passed through unchanged."""
     gateway = _gateway_device(hass, tokened, DEMO_GATEWAY_MAC)
     listed = await _trigger_action(hass, "list_triggers", {"gateway": gateway})
@@ -380,7 +389,12 @@ async def test_trigger_actions(
 
     new = {
         "trigger_name": "Peak shedding",
-        "condition": {"meter": DEMO_METER, "field": "RMS_Watts_Tot", "operator": ">", "value": 7000},
+        "condition": {
+            "meter": DEMO_METER,
+            "field": "RMS_Watts_Tot",
+            "operator": ">",
+            "value": 7000,
+        },
         "action": {"type": "relay", "meter": DEMO_METER, "relay": "relay_1", "status": "open"},
         "vendor_field": [1, 2, 3],
     }
@@ -399,7 +413,9 @@ async def test_trigger_actions(
     )
     assert updated["trigger"]["trigger_name"] == "Peak 2"
 
-    deleted = await _trigger_action(hass, "delete_trigger", {"gateway": gateway, "trigger_id": uuid})
+    deleted = await _trigger_action(
+        hass, "delete_trigger", {"gateway": gateway, "trigger_id": uuid}
+    )
     assert deleted["trigger_id"] == uuid
     assert uuid not in fleet.triggers[DEMO_GATEWAY_MAC]
     with pytest.raises(ServiceValidationError) as raised:
@@ -509,9 +525,7 @@ async def test_setup_with_a_token(hass: HomeAssistant, cloud: CloudSimulator) ->
     await hass.async_block_till_done()
 
 
-async def test_options_set_and_forget_token(
-    hass: HomeAssistant, account: MockConfigEntry
-) -> None:
+async def test_options_set_and_forget_token(hass: HomeAssistant, account: MockConfigEntry) -> None:
     async def _options(extra: dict[str, Any]) -> Any:
         result = await hass.config_entries.options.async_init(account.entry_id)
         return await hass.config_entries.options.async_configure(
