@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 import logging
 
 import pytest
@@ -62,6 +62,12 @@ _extra_secrets: set[str] = set()
 def add_secret(secret: str) -> None:
     """Register a secret a test made up, so the leak guard checks it too."""
     _extra_secrets.add(secret)
+
+
+@pytest.fixture
+def guard_secrets() -> Callable[..., None]:
+    """``guard_secrets(*secrets)``: made-up secrets the leak guard checks in this test."""
+    return lambda *secrets: _extra_secrets.update(secrets)
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@ triggers, and the API token in setup, options, reconfigure and repairs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 import logging
 from typing import Any
@@ -44,6 +44,16 @@ RELAY_1 = f"switch.omnimeter_{DEMO_METER}_relay_1"
 RELAY_2 = f"switch.omnimeter_{DEMO_METER}_relay_2"
 V3_ON_DEMO_GATEWAY = "000000010388"
 OFF_GATEWAY = "000300000001"  # a v4 meter on no Push3 gateway
+
+
+FRESH_TOKEN = "ekmsim-api-token-fresh-0001"
+SECOND_TOKEN = "ekmsim-api-token-second-0002"
+
+
+@pytest.fixture(autouse=True)
+def made_up_tokens_are_secrets(guard_secrets: Callable[..., None]) -> None:
+    """The tokens this file makes up must not reach a log either."""
+    guard_secrets(FRESH_TOKEN, SECOND_TOKEN, "still-wrong", "not-a-token")
 
 
 @pytest.fixture
@@ -466,7 +476,7 @@ async def test_rejected_token_raises_repair_and_fix_flow_takes_a_new_one(
     assert result["step_id"] == "token"
     result = await manager.async_configure(result["flow_id"], {CONF_API_TOKEN: "still-wrong"})
     assert result["errors"] == {"base": "invalid_token"}
-    fresh = "ekmsim-api-token-fresh-0001"
+    fresh = FRESH_TOKEN
     fleet.add_token(fresh)
     result = await manager.async_configure(result["flow_id"], {CONF_API_TOKEN: f" {fresh} "})
     assert result["type"] == "create_entry"
@@ -568,7 +578,7 @@ async def test_reconfigure_and_reauth_keep_or_replace_the_token(
         result["flow_id"], {CONF_ADVANCED: {CONF_SERVER: cloud.url, CONF_API_TOKEN: "bad"}}
     )
     assert result["errors"] == {CONF_ADVANCED: "invalid_token"}
-    other = "ekmsim-api-token-second-0002"
+    other = SECOND_TOKEN
     fleet.add_token(other)
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {CONF_ADVANCED: {CONF_SERVER: cloud.url, CONF_API_TOKEN: other}}
