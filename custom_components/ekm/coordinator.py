@@ -155,6 +155,8 @@ class EkmCoordinator(DataUpdateCoordinator[EkmData]):
         self.stale_after = timedelta(seconds=entry.options.get(CONF_STALE_THRESHOLD, default_stale))
         self.data = EkmData()
         self._ages = FieldAges()
+        # The time between each meter's last two readings (how often it reports).
+        self.report_interval_ms: dict[str, int] = {}
 
     def stale_addresses(
         self, readings: Mapping[str, MeterReading], devices: Iterable[str]
@@ -186,6 +188,10 @@ class EkmCoordinator(DataUpdateCoordinator[EkmData]):
                 known is None or reading.timestamp_ms > known.timestamp_ms
             ):
                 readings[reading.address] = self._ages.complete(reading, known, max_age_ms)
+                if known is not None:
+                    self.report_interval_ms[reading.address] = (
+                        reading.timestamp_ms - known.timestamp_ms
+                    )
         return EkmData(
             devices=devices,
             gateways=current.gateways if gateways is None else gateways,

@@ -5,9 +5,9 @@ the cloud, EKM's Gateway Settings API only promises that the command was *sent* 
 (ekm-cloud-api.md §6.1): the gateway applies it later and the meter's ``State_Out`` in a
 later reading is the only confirmation. So a cloud relay shows the requested state as
 pending until a reading newer than the command confirms it (with push on, the next
-message; otherwise Realtime is asked again soon); if none does within
-``CONFIRM_TIMEOUT`` the switch returns to the state read and the owner is told once, in
-the log and with a repair issue.
+message; otherwise Realtime is asked again soon); if none does within ``CONFIRM_TIMEOUT``
+(or two of the meter's report intervals) the switch returns to the state read and the
+owner is told once, in the log and with a repair issue.
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ from .pyekm.control import EkmControlClient
 if TYPE_CHECKING:
     from . import EkmConfigEntry
 
-# A cloud relay command not confirmed by a reading within this long is reported.
+# A cloud relay command not confirmed by a reading within this long is reported; for a
+# meter that reports less often, two of its report intervals (and a margin) instead.
 CONFIRM_TIMEOUT: Final = timedelta(minutes=3)
+CONFIRM_MARGIN_S: Final = 30
 # Seconds after a cloud command at which Realtime is asked again for the meter. Without
 # push, soon and then less often (each is one request; EKM rate-limits); with push the
 # gateway's next message confirms it, and two late polls are the safety net.
@@ -116,6 +118,7 @@ class _Pending:
     after_ms: int  # the meter's newest reading when sent: a confirmation is newer
     sent: datetime
     msg_id: str | None
+    timeout_s: float
     timers: list[CALLBACK_TYPE] = field(default_factory=list)
 
 
@@ -164,24 +167,27 @@ class CloudRelays(RelayControl):
         key = (address, relay)
         self._cancel(key)
         known = self.coordinator.data.readings.get(address)
+        interval_s = self.coordinator.report_interval_ms.get(address, 0) / 1000
         waiting = _Pending(
             on=on,
             duration=duration,
             after_ms=known.timestamp_ms if known else 0,
             sent=dt_util.utcnow(),
             msg_id=receipt.msg_id,
+            timeout_s=max(CONFIRM_TIMEOUT.total_seconds(), 2 * interval_s + CONFIRM_MARGIN_S),
         )
         self._pending[key] = waiting
         pushed = address in self.coordinator.push_covered
-        for delay in CONFIRM_POLLS_PUSH_S if pushed else CONFIRM_POLLS_S:
+        polls: list[float] = list(CONFIRM_POLLS_PUSH_S if pushed else CONFIRM_POLLS_S)
+        # A meter that reports less often is asked again after each of its next reports.
+        polls += [n * interval_s + 10 for n in (1, 2) if n * interval_s + 10 > polls[-1]]
+        for delay in polls:
             waiting.timers.append(async_call_later(self.hass, delay, partial(self._poll, key)))
         # A timed command that ends before the timeout is over when the relay reverts.
-        timed = 0 < duration < CONFIRM_TIMEOUT.total_seconds()
+        timed = 0 < duration < waiting.timeout_s
         waiting.timers.append(
             async_call_later(
-                self.hass,
-                duration if timed else CONFIRM_TIMEOUT,
-                partial(self._expire, key),
+                self.hass, duration if timed else waiting.timeout_s, partial(self._expire, key)
             )
         )
         LOGGER.debug(
@@ -228,7 +234,8 @@ class CloudRelays(RelayControl):
             return
         self._cancel(key)
         address, relay = key
-        if 0 < waiting.duration < CONFIRM_TIMEOUT.total_seconds():
+        minutes = max(1, round(waiting.timeout_s / 60))
+        if 0 < waiting.duration < waiting.timeout_s:
             LOGGER.debug(
                 "Relay %s of meter %s: the %s s command ended before a reading showed it",
                 relay,
@@ -246,7 +253,7 @@ class CloudRelays(RelayControl):
                 relay,
                 name,
                 state,
-                CONFIRM_TIMEOUT.total_seconds() // 60,
+                minutes,
             )
             ir.async_create_issue(
                 self.hass,
@@ -260,7 +267,7 @@ class CloudRelays(RelayControl):
                     "meter": name,
                     "relay": str(relay),
                     "state": state,
-                    "minutes": str(int(CONFIRM_TIMEOUT.total_seconds() // 60)),
+                    "minutes": str(minutes),
                 },
             )
         self._notify(key)

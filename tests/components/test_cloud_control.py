@@ -227,6 +227,28 @@ async def test_unconfirmed_relay_returns_and_says_so_once(
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
 
 
+async def test_meter_reporting_every_ten_minutes_gets_longer(hass: HomeAssistant) -> None:
+    """A meter that reports every 10 minutes is given two of its intervals to confirm."""
+    fleet = Fleet.demo(clock=SimClock(manual=True), interval_s=600)
+    fleet.backfill(3)
+    async with CloudSimulator(fleet) as sim:
+        sim.faults.command_delay_s = 0
+        entry = await _setup(hass, _entry(sim))
+        fleet.advance(600)
+        await entry.runtime_data.coordinator.async_refresh()
+        fleet.set_gateway_online(DEMO_GATEWAY_MAC, False)  # it takes the command later
+        await _switch(hass, "turn_on", RELAY_1)
+        await _later(hass, 200)
+        assert _pending(hass, RELAY_1)  # three minutes are not enough for this meter
+        fleet.set_gateway_online(DEMO_GATEWAY_MAC, True)
+        await _later(hass, 620)  # its next report's poll
+        assert hass.states.get(RELAY_1).state == "on"
+        assert not _pending(hass, RELAY_1)
+        issue_id = unconfirmed_issue_id(entry.entry_id, DEMO_METER, 1)
+        assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
+        assert await hass.config_entries.async_unload(entry.entry_id)
+
+
 async def test_offline_gateway_applies_when_back(
     hass: HomeAssistant, account: MockConfigEntry, fleet: Fleet
 ) -> None:
