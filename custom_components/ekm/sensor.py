@@ -39,7 +39,7 @@ from .coordinator import EkmCoordinator
 from .entity import EkmEntity, async_add_meter_entities
 from .history import EkmHistoryCoordinator, MeterHistory
 from .pyekm import FIELDS, MeterReading
-from .pyekm.catalog import ENUMS, power_factor
+from .pyekm.catalog import ENUMS, display_precision, power_factor
 from .repairs import (
     RESET_CONFIRM_READS,
     async_clear_register_reset,
@@ -112,7 +112,6 @@ def _energy(
         fields=(field,),
         device_class=SensorDeviceClass.ENERGY,
         native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
-        suggested_display_precision=2,
         entity_registry_enabled_default=enabled,
         monotonic=monotonic,
         **kw,
@@ -157,10 +156,26 @@ def _per(
     ]
 
 
+def _with_precision(
+    *descriptions: EkmSensorEntityDescription,
+) -> tuple[EkmSensorEntityDescription, ...]:
+    """The descriptions with their fields' display precision, from the catalog (one place).
+
+    Every transport shares these descriptions, so a register shows the same decimals
+    from the cloud and from RS-485 (the values themselves come with different ones).
+    """
+    out = []
+    for description in descriptions:
+        precisions = {display_precision(name) for name in description.fields}
+        assert len(precisions) == 1, f"{description.key}: fields of different precision"
+        out.append(replace(description, suggested_display_precision=precisions.pop()))
+    return tuple(out)
+
+
 LINES = (1, 2, 3)
 FIRST_LINE_ONLY: Callable[[int], bool] = lambda n: n == 1  # noqa: E731
 
-SENSORS: tuple[EkmSensorEntityDescription, ...] = (
+SENSORS: tuple[EkmSensorEntityDescription, ...] = _with_precision(
     # Energy: the Energy dashboard's grid import/export and friends.
     _energy("energy_total", "kWh_Tot"),
     _energy("energy_import", "Calc_Fwd_kWh_Tot"),
@@ -248,7 +263,6 @@ SENSORS: tuple[EkmSensorEntityDescription, ...] = (
             device_class=SensorDeviceClass.VOLTAGE,
             native_unit_of_measurement=UnitOfElectricPotential.VOLT,
             state_class=SensorStateClass.MEASUREMENT,
-            suggested_display_precision=1,
         ),
         LINES,
         lambda n: (f"RMS_Volts_Ln_{n}",),
@@ -262,7 +276,6 @@ SENSORS: tuple[EkmSensorEntityDescription, ...] = (
             device_class=SensorDeviceClass.CURRENT,
             native_unit_of_measurement=UnitOfElectricCurrent.AMPERE,
             state_class=SensorStateClass.MEASUREMENT,
-            suggested_display_precision=1,
         ),
         LINES,
         lambda n: (f"Amps_Ln_{n}",),
@@ -290,7 +303,6 @@ SENSORS: tuple[EkmSensorEntityDescription, ...] = (
         device_class=SensorDeviceClass.FREQUENCY,
         native_unit_of_measurement=UnitOfFrequency.HERTZ,
         state_class=SensorStateClass.MEASUREMENT,
-        suggested_display_precision=2,
     ),
     *_per(
         EkmSensorEntityDescription(

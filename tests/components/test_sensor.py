@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
+from homeassistant.components.sensor import SensorDeviceClass
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant, State
 from homeassistant.helpers import entity_registry as er
@@ -13,8 +15,12 @@ from pytest_homeassistant_custom_component.common import (
     mock_restore_cache_with_extra_data,
 )
 
-from custom_components.ekm.pyekm import MeterReading
+from custom_components.ekm.const import DOMAIN
+from custom_components.ekm.pyekm import FIELDS, MeterReading
+from custom_components.ekm.pyekm.catalog import display_precision
+from custom_components.ekm.sensor import BUS_SENSORS, SENSORS
 from ekmsim.fleet import DEMO_METER, Fleet
+from tests.components.bus_helpers import BUS_V4, setup_bus_entry, virtual_bus
 
 
 def _state(hass: HomeAssistant, address: str, name: str) -> State:
@@ -176,3 +182,60 @@ async def test_diagnostic_settings_when_enabled(
     assert _state(hass, DEMO_METER, "ct_ratio").state == str(read["CT_Ratio"])
     assert _state(hass, DEMO_METER, "maximum_demand_period").state == "15_minutes"
     assert _state(hass, DEMO_METER, "firmware").state == str(read["Firmware"])
+
+
+def test_every_numeric_sensor_has_a_display_precision() -> None:
+    """Each numeric sensor shows the decimals the catalog gives its field."""
+    not_numeric = {SensorDeviceClass.ENUM, SensorDeviceClass.TIMESTAMP}
+    for description in (*SENSORS, *BUS_SENSORS):
+        numeric = description.device_class not in not_numeric and all(
+            FIELDS[name].value_type is not str for name in description.fields
+        )
+        if not numeric:
+            assert description.suggested_display_precision is None, description.key
+            continue
+        assert description.suggested_display_precision is not None, description.key
+        for name in description.fields:
+            assert display_precision(name) == description.suggested_display_precision, name
+    by_key = {d.key: d.suggested_display_precision for d in SENSORS}
+    assert by_key["reactive_energy"] == by_key["energy_total"] == 2
+    assert by_key["voltage_line_1"] == by_key["current_line_1"] == 1
+    assert by_key["power"] == by_key["reactive_power"] == by_key["power_factor_line_1"] == 0
+
+
+def _precision(entity: er.RegistryEntry) -> int | None:
+    precision = entity.options.get("sensor", {}).get("suggested_display_precision")
+    assert precision is None or isinstance(precision, int)
+    return precision
+
+
+async def test_same_precision_from_cloud_and_rs485(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    fleet: Fleet,
+    tmp_path: Path,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    """The same meter through the cloud and on a bus: every field shows alike."""
+    async with virtual_bus(fleet, tmp_path) as port:
+        bus = await setup_bus_entry(hass, port)
+        prefix = f"{bus.unique_id}_{BUS_V4}_"
+        compared: dict[str, int | None] = {}
+        for on_bus in er.async_entries_for_config_entry(entity_registry, bus.entry_id):
+            if on_bus.domain != "sensor" or not on_bus.unique_id.startswith(prefix):
+                continue
+            key = on_bus.unique_id.removeprefix(prefix)
+            cloud_id = entity_registry.async_get_entity_id(
+                "sensor", DOMAIN, f"{loaded_entry.unique_id}_{BUS_V4}_{key}"
+            )
+            if cloud_id is None or on_bus.disabled:
+                continue
+            from_cloud = entity_registry.async_get(cloud_id)
+            assert from_cloud is not None
+            assert _precision(from_cloud) == _precision(on_bus), key
+            compared[key] = _precision(on_bus)
+        assert await hass.config_entries.async_unload(bus.entry_id)
+    assert compared["reactive_energy"] == compared["energy_import"] == 2
+    assert compared["voltage_line_1"] == 1
+    assert compared["frequency"] == 2
+    assert compared["power"] == 0

@@ -258,6 +258,33 @@ def _specs() -> dict[str, FieldSpec]:
 
 FIELDS: Final[Mapping[str, FieldSpec]] = _specs()
 
+# Decimals a display shows of each kind of value (Home Assistant's suggested display
+# precision), so that a register looks the same on every transport: the cloud sends what
+# EKM formats (kVARh with two decimals) and RS-485 what the meter's scale gives (one).
+# Text, codes (enums) and per-read bookkeeping have none.
+DISPLAY_PRECISION: Final[Mapping[Kind, int]] = {
+    Kind.ENERGY: 2,
+    Kind.REACTIVE_ENERGY: 2,
+    Kind.POWER: 0,
+    Kind.REACTIVE_POWER: 0,
+    Kind.VOLTAGE: 1,
+    Kind.CURRENT: 1,
+    Kind.POWER_FACTOR: 0,  # shown in %: EKM's code has whole percents
+    Kind.FREQUENCY: 2,
+    Kind.PULSE_COUNT: 0,
+    Kind.SETTING: 0,
+    Kind.DIAGNOSTIC: 0,  # read ratios, counts
+}
+
+
+def display_precision(name: str) -> int | None:
+    """The decimals to show of a field's value; None for text, codes and bookkeeping."""
+    spec = FIELDS.get(name)
+    if spec is None or spec.value_type is str:
+        return None
+    return DISPLAY_PRECISION.get(spec.kind)
+
+
 # Enumerations (ekm-rs485.md §4.5; the cloud uses the same codes).
 ENUMS: Final[Mapping[str, Mapping[int, str]]] = {
     "State_Watts_Dir": {
