@@ -22,6 +22,7 @@ from .const import (
     CONF_FULL_READ_EVERY,
     CONF_GATEWAY_KEYS,
     CONF_HISTORY,
+    CONF_KEY_TYPE,
     CONF_METERS,
     CONF_MQTT_CA_FILE,
     CONF_MQTT_SERVER,
@@ -31,6 +32,7 @@ from .const import (
     ENTRY_RS485,
     LOGGER,
     MANUFACTURER,
+    KeyType,
 )
 from .coordinator import (
     EkmCloudCoordinator,
@@ -125,7 +127,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: EkmConfigEntry) -> bool:
         gateway_status=gateway_status if gateway_status.available_on_server else None,
         control=control,
     )
-    entry.runtime_data.relays = CloudRelays(hass, entry, coordinator, control)
+    # A meter key (a tenant's) may not command the gateway: no relay switches for it.
+    if KeyType.of(entry.data.get(CONF_KEY_TYPE)) is not KeyType.METER:
+        entry.runtime_data.relays = CloudRelays(hass, entry, coordinator, control)
 
     entry.async_on_unload(coordinator.async_add_listener(_device_syncer(hass, entry)))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)

@@ -12,6 +12,7 @@ from homeassistant.config_entries import (
 )
 from homeassistant.const import CONF_API_KEY, CONF_PORT
 from homeassistant.core import callback
+from homeassistant.helpers.selector import BooleanSelector
 import probatio as vol
 
 from . import EkmConfigEntry
@@ -21,15 +22,18 @@ from .const import (
     CONF_API_TOKEN,
     CONF_ENTRY_TYPE,
     CONF_GATEWAY_KEYS,
+    CONF_KEY_TYPE,
     CONF_METERS,
     CONF_PASSWORDS,
     CONF_SCAN_INTERVAL,
     CONF_SERVER,
     CONF_SINGLE_METER,
+    CONF_USE_PUSH,
     DEFAULT_RS485_SCAN_INTERVAL,
     DOMAIN,
     ENTRY_RS485,
     WILDCARD_ADDRESS,
+    KeyType,
     rs485_min_interval,
 )
 from .flow_helpers import (
@@ -43,6 +47,7 @@ from .flow_helpers import (
     async_validate,
     async_validate_gateway_keys,
     async_validate_token,
+    entry_title,
     key_and_server,
     key_schema,
     push_options,
@@ -61,6 +66,7 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
     MINOR_VERSION = 1
     _data: dict[str, Any]
     _gateways: set[str]
+    _title: str
 
     @staticmethod
     @callback
@@ -77,11 +83,14 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         if user_input is not None:
             key, server = key_and_server(user_input)
+            unique_id = account_unique_id(key)
             if server is None:
                 errors[CONF_ADVANCED] = "invalid_server"
+            elif any(e.unique_id == unique_id for e in self._async_current_entries()):
+                return self.async_abort(reason="already_configured")
             else:
-                await self.async_set_unique_id(account_unique_id(key))
-                self._abort_if_unique_id_configured()
+                # Checked first, claimed after: a flow left open with a wrong key must not
+                # block a new one with the right key ("already in progress").
                 account, errors = await async_validate(self.hass, key, server)
                 gateways = {gw.mac for gw in account.gateways} if account else set()
                 token = advanced_token(user_input)
@@ -90,10 +99,19 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
                     if error is not None:
                         errors[CONF_ADVANCED] = error
                 if account is not None and not errors:
+                    await self.async_set_unique_id(unique_id)
+                    self._abort_if_unique_id_configured()
                     self._data = {CONF_API_KEY: key, CONF_SERVER: server}
+                    key_type = KeyType.of(account.key_type)
+                    self._data[CONF_KEY_TYPE] = key_type.value
                     if token:
                         self._data[CONF_API_TOKEN] = token
                     self._gateways = gateways
+                    self._title = entry_title(key_type, account, unique_id)
+                    if key_type is KeyType.GATEWAY and gateways:
+                        return await self.async_step_gateway_push()
+                    if key_type is KeyType.METER:
+                        return self.async_create_entry(title=self._title, data=self._data)
                     return await self.async_step_gateway_keys()
         return self.async_show_form(
             step_id="cloud",
@@ -107,10 +125,13 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
         placeholders: dict[str, str] = {}
         if user_input is not None:
             port = user_input[CONF_PORT].strip()
-            await self.async_set_unique_id(port)
-            self._abort_if_unique_id_configured()
+            if any(e.unique_id == port for e in self._async_current_entries()):
+                return self.async_abort(reason="bus_already_configured")
             meters, errors, placeholders = await async_probe_bus(port, user_input)
             if not errors:
+                # Claimed once the bus answered (a failed try must not block the next).
+                await self.async_set_unique_id(port)
+                self._abort_if_unique_id_configured(error="bus_already_configured")
                 self._data = {CONF_ENTRY_TYPE: ENTRY_RS485, CONF_PORT: port, CONF_METERS: meters}
                 return await self.async_step_rs485_passwords()
         return self.async_show_form(
@@ -182,11 +203,8 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
                 push=push,
             )
             if not errors:
-                unique_id = self.unique_id or ""
                 return self.async_create_entry(
-                    title=f"EKM Push account {unique_id}"
-                    if len(unique_id) < 16
-                    else "EKM Push account",
+                    title=self._title,
                     data=self._data,
                     options={CONF_GATEWAY_KEYS: keys, **push_options(push)} if keys else {},
                 )
@@ -198,6 +216,44 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
         )
         return self.async_show_form(
             step_id="gateway_keys",
+            data_schema=schema,
+            errors=errors,
+            description_placeholders=placeholders,
+            last_step=True,
+        )
+
+    async def async_step_gateway_push(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """A gateway key is also that gateway's MQTT key: push on (or polling only)."""
+        errors: dict[str, str] = {}
+        placeholders = {"gateway": self._title.removeprefix("EKM Push gateway ")}
+        if user_input is not None:
+            push = user_input.get(CONF_PUSH, {})
+            keys: dict[str, str] = {}
+            if user_input.get(CONF_USE_PUSH, True):
+                keys, errors, extra = await async_validate_gateway_keys(
+                    self.hass,
+                    [self._data[CONF_API_KEY]],
+                    rest_server=self._data[CONF_SERVER],
+                    account_gateways=self._gateways,
+                    push=push,
+                )
+                placeholders |= extra
+            if not errors:
+                return self.async_create_entry(
+                    title=self._title,
+                    data=self._data,
+                    options={CONF_GATEWAY_KEYS: keys, **push_options(push)} if keys else {},
+                )
+        schema = vol.Schema(
+            {
+                vol.Required(CONF_USE_PUSH, default=True): BooleanSelector(),
+                vol.Required(CONF_PUSH): push_section(),
+            }
+        )
+        return self.async_show_form(
+            step_id="gateway_push",
             data_schema=schema,
             errors=errors,
             description_placeholders=placeholders,

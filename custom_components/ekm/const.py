@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from enum import StrEnum
 import logging
 from typing import Final
 
@@ -35,6 +36,27 @@ CONF_MQTT_SERVER: Final = "mqtt_server"
 CONF_MQTT_CA_FILE: Final = "mqtt_ca_file"
 # While a gateway's stream is up its meters are polled only this often (safety net).
 SAFETY_NET_INTERVAL: Final = timedelta(minutes=15)
+
+# The kind of EKM Push key an entry holds (the Account API's key_type), in entry.data.
+CONF_KEY_TYPE: Final = "key_type"
+CONF_USE_PUSH: Final = "use_push"
+
+
+class KeyType(StrEnum):
+    """EKM's key kinds: the whole account, one Push3 gateway (also its MQTT key), one meter."""
+
+    ACCOUNT = "account"
+    GATEWAY = "gateway"
+    METER = "meter"
+
+    @classmethod
+    def of(cls, text: str | None) -> KeyType:
+        """The kind EKM's ``key_type`` names; an unknown or missing one is an account key."""
+        try:
+            return cls(str(text or "").lower())
+        except ValueError:
+            return cls.ACCOUNT
+
 
 # Cloud control: an EKM API token (Trigger API; some Settings API editions) in entry.data.
 CONF_API_TOKEN: Final = "api_token"  # noqa: S105 (a field name)

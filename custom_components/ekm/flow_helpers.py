@@ -39,6 +39,7 @@ from .const import (
     CONF_SINGLE_METER,
     LOGGER,
     WILDCARD_ADDRESS,
+    KeyType,
 )
 from .push import async_check_gateway_key, async_create_ssl_context
 from .pyekm import (
@@ -133,6 +134,17 @@ async def async_validate_token(
         LOGGER.debug("Unexpected answer while checking an EKM API token: %s", err)
         return "invalid_response"
     return None
+
+
+def entry_title(key_type: KeyType, account: Account, unique_id: str) -> str:
+    """What the entry covers: the account, one gateway (by name) or one meter."""
+    if key_type is KeyType.GATEWAY and account.gateways:
+        gateway = account.gateways[0]
+        return f"EKM Push gateway {gateway.name or gateway.mac}"
+    if key_type is KeyType.METER and account.devices:
+        device = account.devices[0]
+        return f"EKM Push meter {device.name or device.address}"
+    return f"EKM Push account {unique_id}" if len(unique_id) < 16 else "EKM Push account"
 
 
 def advanced_token(user_input: dict[str, Any]) -> str:

@@ -70,10 +70,16 @@ class EkmOptionsFlow(OptionsFlowWithReload):
     """Poll interval, stale threshold and which meters to include."""
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Show the options."""
+        """The options of the entry's type, each with its own words."""
+        if self.config_entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485:
+            return await self.async_step_bus(user_input)
+        return await self.async_step_account(user_input)
+
+    async def async_step_account(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Options of an EKM Push key: polling, meters, push, history, API token."""
         entry: EkmConfigEntry = self.config_entry
-        if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485:
-            return await self._async_step_rs485(user_input)
         coordinator = entry.runtime_data.coordinator if hasattr(entry, "runtime_data") else None
         addresses = (
             sorted(coordinator.account_devices)
@@ -166,7 +172,7 @@ class EkmOptionsFlow(OptionsFlowWithReload):
             schema[vol.Optional(CONF_FORGET_TOKEN, default=False)] = BooleanSelector()
         schema[vol.Required(CONF_PUSH)] = push_section(dict(entry.options))
         return self.async_show_form(
-            step_id="init",
+            step_id="account",
             data_schema=vol.Schema(schema),
             errors=errors,
             description_placeholders=placeholders,
@@ -183,7 +189,7 @@ class EkmOptionsFlow(OptionsFlowWithReload):
         if data != entry.data:
             self.hass.config_entries.async_update_entry(entry, data=data)
 
-    async def _async_step_rs485(self, user_input: dict[str, Any] | None) -> ConfigFlowResult:
+    async def async_step_bus(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Options of an RS-485 bus: poll interval, staleness, full reads, meters."""
         entry: EkmConfigEntry = self.config_entry
         addresses = sorted(entry.data[CONF_METERS])
@@ -223,7 +229,7 @@ class EkmOptionsFlow(OptionsFlowWithReload):
             }
         )
         return self.async_show_form(
-            step_id="init",
+            step_id="bus",
             data_schema=schema,
-            description_placeholders={"minimum": str(minimum)},
+            description_placeholders={"minimum": str(minimum), "count": str(len(addresses))},
         )

@@ -47,7 +47,10 @@ async def async_setup_entry(
     On the cloud, a meter can be commanded only through its Push3 gateway.
     """
     coordinator = entry.runtime_data.coordinator
-    cloud = entry.runtime_data.relays is not None and entry.runtime_data.relays.confirms_later
+    relays = entry.runtime_data.relays
+    if relays is None:  # a meter key cannot command its gateway
+        return
+    cloud = relays.confirms_later
 
     def _present(_: EkmRelayDescription, reading: MeterReading) -> bool:
         if not (is_v4(reading) and "State_Out" in reading.values):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+import json
+from pathlib import Path
+import re
 from typing import Any
 
 from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType, section
+from homeassistant.helpers.selector import TextSelector
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -49,3 +54,70 @@ async def loaded_entry(hass: HomeAssistant, entry: MockConfigEntry) -> MockConfi
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
     return entry
+
+
+# --- every form renders: the texts a flow step shows have all their placeholders ----------
+
+STRINGS: dict[str, Any] = json.loads(
+    (Path(__file__).parents[2] / "custom_components/ekm/strings.json").read_text()
+)
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def _texts(node: Any) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [text for value in node.values() for text in _texts(value)]
+    return []
+
+
+def check_rendered(result: Any, where: str) -> None:
+    """Fail as the frontend would: a text of this step (or abort) uses a placeholder the
+    flow did not fill, a field has no label, or a multi-value text field is labelled
+    "Add ..." (the frontend already puts "Add" before that label on its button).
+
+    ``where`` is the flow's part of strings.json: ``config``, ``options`` or
+    ``issues.<translation key>`` (a repair flow).
+    """
+    root = STRINGS
+    for part in where.split("."):
+        root = root[part]
+    if where.startswith("issues."):
+        root = root["fix_flow"]
+    kind = result["type"]
+    if kind is FlowResultType.CREATE_ENTRY:
+        return
+    if kind is FlowResultType.ABORT:
+        texts = [root["abort"][result["reason"]]]
+    else:
+        step = root["step"][result["step_id"]]
+        texts = _texts(step)
+        for error in (result.get("errors") or {}).values():
+            texts.append(root["error"][error])
+        if kind is FlowResultType.FORM and result.get("data_schema") is not None:
+            _check_labels(result["data_schema"].schema, step, result["step_id"])
+    filled = set(result.get("description_placeholders") or {})
+    missing = {name for text in texts for name in _PLACEHOLDER.findall(text)} - filled
+    assert not missing, f"{result.get('step_id') or result.get('reason')}: {missing} not filled"
+
+
+def _check_labels(schema: Mapping[Any, Any], step: Mapping[str, Any], where: str) -> None:
+    for key, validator in schema.items():
+        name = str(key)
+        if isinstance(validator, section):
+            inner = step.get("sections", {}).get(name)
+            assert inner is not None and inner.get("name"), f"{where}: section {name} unnamed"
+            _check_labels(validator.schema.schema, inner, f"{where}.{name}")
+            continue
+        label = step.get("data", {}).get(name)
+        assert label, f"{where}: field {name} has no label"
+        config = getattr(validator, "config", {})
+        if isinstance(validator, TextSelector) and config.get("multiple"):
+            assert not label.lower().startswith("add "), f"{where}: {name} reads 'Add {label}'"
+
+
+@pytest.fixture
+def rendered() -> Callable[[Any, str], None]:
+    """``rendered(result, "config")``: assert the flow result renders (see above)."""
+    return check_rendered

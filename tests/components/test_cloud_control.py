@@ -480,7 +480,10 @@ async def test_trigger_actions_without_a_token(
 
 
 async def test_rejected_token_raises_repair_and_fix_flow_takes_a_new_one(
-    hass: HomeAssistant, tokened: MockConfigEntry, fleet: Fleet
+    hass: HomeAssistant,
+    tokened: MockConfigEntry,
+    fleet: Fleet,
+    rendered: Callable[[Any, str], None],
 ) -> None:
     """A revoked token: a translated error and a repair issue whose flow stores a new token."""
     gateway = _gateway_device(hass, tokened, DEMO_GATEWAY_MAC)
@@ -496,8 +499,10 @@ async def test_rejected_token_raises_repair_and_fix_flow_takes_a_new_one(
     assert manager is not None
     result = await manager.async_init(DOMAIN, data={"issue_id": issue_id})
     assert result["step_id"] == "token"
+    rendered(result, "issues.api_token_rejected")
     result = await manager.async_configure(result["flow_id"], {CONF_API_TOKEN: "still-wrong"})
     assert result["errors"] == {"base": "invalid_token"}
+    rendered(result, "issues.api_token_rejected")
     fresh = FRESH_TOKEN
     fleet.add_token(fresh)
     result = await manager.async_configure(result["flow_id"], {CONF_API_TOKEN: f" {fresh} "})

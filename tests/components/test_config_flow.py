@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from homeassistant.config_entries import SOURCE_USER, ConfigEntryState, ConfigFlowResult
 from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
@@ -21,7 +24,7 @@ from custom_components.ekm.const import (
     DOMAIN,
 )
 from ekmsim.cloud import CloudSimulator
-from ekmsim.fleet import DEMO_ACCOUNT_KEY, DEMO_GATEWAY_KEY, Fleet
+from ekmsim.fleet import DEMO_ACCOUNT_KEY, DEMO_GATEWAY_KEY, DEMO_GATEWAY_MAC, Fleet
 
 
 async def _start(hass: HomeAssistant) -> str:
@@ -55,7 +58,11 @@ async def test_user_flow_creates_entry(hass: HomeAssistant, cloud: CloudSimulato
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["options"] == {}
     assert result["title"] == "EKM Push account 1010"
-    assert result["data"] == {CONF_API_KEY: DEMO_ACCOUNT_KEY, CONF_SERVER: cloud.url}
+    assert result["data"] == {
+        CONF_API_KEY: DEMO_ACCOUNT_KEY,
+        CONF_SERVER: cloud.url,
+        "key_type": "account",
+    }
     assert result["result"].unique_id == "1010"
     await hass.async_block_till_done()
     assert result["result"].state is ConfigEntryState.LOADED
@@ -232,3 +239,113 @@ def test_account_unique_id() -> None:
     # Not base64 of "id:secret": a stable hash instead.
     assert account_unique_id("not-base64!") == account_unique_id("not-base64!")
     assert len(account_unique_id(DEMO_GATEWAY_KEY)) == 8  # "65269436"
+
+
+# --- first impressions: every form renders; a wrong try blocks nothing; every key kind -------
+
+
+async def test_every_cloud_form_renders(
+    hass: HomeAssistant,
+    cloud: CloudSimulator,
+    loaded_entry: MockConfigEntry,
+    rendered: Callable[[Any, str], None],
+) -> None:
+    """Each form, error and abort of the cloud entry has every placeholder its text uses."""
+    config, options = "config", "options"
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    rendered(result, config)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": "cloud"}
+    )
+    rendered(result, config)
+    flow_id = result["flow_id"]
+    for key, server in (
+        ("MTAxMTp3cm9uZw", "gopher://x"),  # 1011:wrong, a bad server
+        ("MTAxMTp3cm9uZw", cloud.url),  # a key EKM rejects
+    ):
+        result = await hass.config_entries.flow.async_configure(flow_id, _user_input(key, server))
+        assert result["errors"]
+        rendered(result, config)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, _user_input(DEMO_ACCOUNT_KEY, cloud.url)
+    )
+    assert result["reason"] == "already_configured"
+    rendered(result, config)
+
+    # A gateway key: its own push step, named after the gateway.
+    flow_id = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, _user_input(DEMO_GATEWAY_KEY, cloud.url)
+    )
+    assert result["step_id"] == "gateway_push"
+    assert result["description_placeholders"] == {"gateway": "Demo Push3"}
+    rendered(result, config)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {"use_push": True, "push": {"mqtt_server": "http://nope"}}
+    )
+    rendered(result, config)
+    hass.config_entries.flow.async_abort(flow_id)
+
+    # Reauth, reconfigure and the options (with an error shown).
+    result = await loaded_entry.start_reauth_flow(hass)
+    rendered(result, config)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_API_KEY: "MTAxMDpub3BlIQ"}
+    )
+    rendered(result, config)
+    hass.config_entries.flow.async_abort(result["flow_id"])
+    result = await loaded_entry.start_reconfigure_flow(hass)
+    rendered(result, config)
+    hass.config_entries.flow.async_abort(result["flow_id"])
+    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    assert result["step_id"] == "account"
+    rendered(result, options)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {CONF_SCAN_INTERVAL: 60, CONF_STALE_THRESHOLD: 600, "api_token": "no", "push": {}},
+    )
+    assert result["errors"] == {"api_token": "invalid_token"}
+    rendered(result, options)
+    hass.config_entries.options.async_abort(result["flow_id"])
+
+
+async def test_wrong_try_does_not_block_the_right_key(
+    hass: HomeAssistant, cloud: CloudSimulator
+) -> None:
+    """A flow left open after a wrong secret: a new flow with the right key goes on."""
+    abandoned = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        abandoned,
+        _user_input("MTAxMDp3cm9uZw", cloud.url),  # 1010:wrong
+    )
+    assert result["errors"] == {"base": "invalid_auth"}
+    flow_id = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, _user_input(DEMO_ACCOUNT_KEY, cloud.url)
+    )
+    assert result["step_id"] == "gateway_keys"
+    result = await _finish_without_gateway_keys(hass, flow_id)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+
+
+async def test_gateway_key_polling_only(
+    hass: HomeAssistant, cloud: CloudSimulator, fleet: Fleet
+) -> None:
+    """A gateway key adds that gateway and its meters, titled by the gateway's name."""
+    flow_id = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, _user_input(DEMO_GATEWAY_KEY, cloud.url)
+    )
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {"use_push": False, "push": {}}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == "EKM Push gateway Demo Push3"
+    assert result["data"]["key_type"] == "gateway"
+    assert result["options"] == {}
+    await hass.async_block_till_done()
+    entry = result["result"]
+    assert entry.state is ConfigEntryState.LOADED
+    gateway = fleet.gateways[DEMO_GATEWAY_MAC]
+    assert set(entry.runtime_data.coordinator.data.devices) == set(gateway.meters)

@@ -284,6 +284,7 @@ async def test_replaced_meter_repair_flow(
     fleet: Fleet,
     cloud: CloudSimulator,
     freezer: FrozenDateTimeFactory,
+    rendered: Callable[[Any, str], None],
 ) -> None:
     """A lower register: unavailable, then a repair issue; confirmed, the sensor goes on."""
     hass = hass_ny
@@ -309,6 +310,7 @@ async def test_replaced_meter_repair_flow(
     result = await manager.async_init(DOMAIN, data={"issue_id": issue})
     assert result["step_id"] == "confirm"
     assert result["description_placeholders"]["register"] == "kWh_Tot"
+    rendered(result, "issues.register_reset")
     result = await manager.async_configure(result["flow_id"], {})
     assert result["type"] == "create_entry"
     await hass.async_block_till_done()

@@ -488,3 +488,79 @@ async def test_relay_confirmed_by_pushed_reading(
     assert fleet.meters[DEMO_METER].relays[0] is True
     assert cloud.requests["readMeter"] == 0
     assert cloud.requests["sendCommand"] == 1
+
+
+async def test_zz_scratch_unload_many(
+    hass: HomeAssistant, push_entry: MockConfigEntry, broker: MqttSimulator, fleet: Fleet
+) -> None:
+    calls: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    old = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _l, c: calls.append(c))
+    try:
+        for _ in range(30):
+            assert await hass.config_entries.async_unload(push_entry.entry_id)
+            await hass.async_block_till_done()
+            await until(hass, lambda: broker.broker.session_count == 0)
+            assert await hass.config_entries.async_setup(push_entry.entry_id)
+            await hass.async_block_till_done()
+            await until(hass, lambda: _state(hass, PUSH_SENSOR) == "on")
+        await asyncio.sleep(0.1)
+    finally:
+        loop.set_exception_handler(old)
+    print("CALLS", len(calls), [(c.get("message"), repr(c.get("exception"))) for c in calls[:3]])
+    assert not calls
+
+
+@pytest.mark.parametrize("run", range(20))
+async def test_zz_scratch_stop(
+    hass: HomeAssistant, push_entry: MockConfigEntry, broker: MqttSimulator, fleet: Fleet, run: int
+) -> None:
+    calls: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    old = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _l, c: calls.append(c))
+    try:
+        fleet.advance(60)
+        await asyncio.sleep(run * 0.001)
+        await hass.async_stop()
+        await asyncio.sleep(0.1)
+        print("SESSIONS", broker.broker.session_count)
+    finally:
+        loop.set_exception_handler(old)
+    print("CALLS", len(calls), [(c.get("message"), repr(c.get("exception"))) for c in calls[:3]])
+    assert not calls
+
+
+async def test_gateway_key_entry_pushes_without_asking_again(
+    hass: HomeAssistant, cloud: CloudSimulator, broker: MqttSimulator, fleet: Fleet
+) -> None:
+    """A gateway key is also its MQTT key: the entry pushes with it, nothing asked twice."""
+    flow_id = await _start_cloud_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {CONF_API_KEY: DEMO_GATEWAY_KEY, "advanced": {CONF_SERVER: cloud.url}}
+    )
+    assert result["step_id"] == "gateway_push"
+    result = await hass.config_entries.flow.async_configure(
+        flow_id,
+        {
+            "use_push": True,
+            "push": {CONF_MQTT_SERVER: broker.url, CONF_MQTT_CA_FILE: str(broker.ca_file)},
+        },
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == "EKM Push gateway Demo Push3"
+    assert result["options"][CONF_GATEWAY_KEYS] == {DEMO_GATEWAY_KEY: DEMO_GATEWAY_MAC}
+    await hass.async_block_till_done()
+    await until(hass, lambda: _state(hass, PUSH_SENSOR) == "on")
+    entry = result["result"]
+    assert set(entry.runtime_data.coordinator.data.devices) == {DEMO_METER, V3_ON_DEMO_GATEWAY}
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def _start_cloud_flow(hass: HomeAssistant) -> str:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": "cloud"}
+    )
+    return str(result["flow_id"])

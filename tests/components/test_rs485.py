@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+import json
 from pathlib import Path
+from typing import Any
 
 from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
 from homeassistant.const import CONF_PORT, STATE_UNAVAILABLE
@@ -34,6 +36,9 @@ V4 = DEMO_METER  # 000000010389, v4
 V3 = "000000010388"
 V5 = "000000015635"
 PASSWORD = "24681357"
+STRINGS_ABORT = json.loads(
+    (Path(__file__).parents[2] / "custom_components/ekm/strings.json").read_text()
+)["config"]["abort"]
 
 
 @pytest.fixture
@@ -183,7 +188,7 @@ async def test_flow_already_configured(
         flow_id, {CONF_PORT: port, CONF_ADDRESSES: "10389", CONF_SINGLE_METER: False}
     )
     assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "already_configured"
+    assert result["reason"] == "bus_already_configured"
 
 
 async def test_reconfigure_and_options(
@@ -215,6 +220,68 @@ async def test_reconfigure_and_options(
     assert loaded_bus.options[CONF_SCAN_INTERVAL] == 2
     await hass.async_block_till_done()
     assert loaded_bus.state is ConfigEntryState.LOADED
+
+
+async def test_every_bus_form_renders(
+    hass: HomeAssistant,
+    port: str,
+    loaded_bus: MockConfigEntry,
+    rendered: Callable[[Any, str], None],
+) -> None:
+    """Each RS-485 form, error and abort in its own words, every placeholder filled."""
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": "rs485"}
+    )
+    rendered(result, "config")
+    flow_id = result["flow_id"]
+    for user_input in (
+        {CONF_PORT: "/dev/ttyNOPE-ekm", CONF_ADDRESSES: "10389"},
+        {CONF_PORT: "/dev/ttyNOPE-ekm", CONF_ADDRESSES: "12ab"},
+    ):
+        result = await hass.config_entries.flow.async_configure(
+            flow_id, {CONF_SINGLE_METER: False, **user_input}
+        )
+        assert result["errors"]
+        rendered(result, "config")
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {CONF_PORT: port, CONF_ADDRESSES: "10389", CONF_SINGLE_METER: False}
+    )
+    assert result["reason"] == "bus_already_configured"
+    rendered(result, "config")
+    assert "EKM Push" not in STRINGS_ABORT["bus_already_configured"]
+
+    result = await loaded_bus.start_reconfigure_flow(hass)
+    rendered(result, "config")
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"],
+        {CONF_PORT: port, CONF_ADDRESSES: "10389, 4242", CONF_SINGLE_METER: False},
+    )
+    assert result["errors"] == {"base": "no_response"}
+    rendered(result, "config")
+    hass.config_entries.flow.async_abort(result["flow_id"])
+
+    result = await hass.config_entries.options.async_init(loaded_bus.entry_id)
+    assert result["step_id"] == "bus"
+    assert result["description_placeholders"] == {"minimum": "2", "count": "2"}
+    rendered(result, "options")
+    hass.config_entries.options.async_abort(result["flow_id"])
+
+
+async def test_failed_probe_does_not_block_the_next_try(hass: HomeAssistant, port: str) -> None:
+    """A try with a wrong address, left open: a new flow for the same port goes on."""
+    abandoned = await _bus_form(hass)
+    result = await hass.config_entries.flow.async_configure(
+        abandoned, {CONF_PORT: port, CONF_ADDRESSES: "4242", CONF_SINGLE_METER: False}
+    )
+    assert result["errors"] == {"base": "no_response"}
+    flow_id = await _bus_form(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {CONF_PORT: port, CONF_ADDRESSES: "10389", CONF_SINGLE_METER: False}
+    )
+    assert result["step_id"] == "rs485_passwords"
+    hass.config_entries.flow.async_abort(flow_id)
+    hass.config_entries.flow.async_abort(abandoned)
 
 
 # --- entities -------------------------------------------------------------------------------
