@@ -131,12 +131,20 @@ class EkmGatewayOnlineSensor(CoordinatorEntity[EkmGatewayStatusCoordinator], Bin
         return dict(status.raw) if status else {}
 
 
+ATTR_LAST_READING = "last_reading"
+
+
 class EkmReportingSensor(EkmEntity, BinarySensorEntity):
     """On while the meter's newest good read is fresh.
 
     Stays available when the meter goes quiet (that is what it reports); unavailable
-    only when EKM itself cannot be reached.
+    only when EKM itself cannot be reached. The time of the newest reading is an
+    attribute: freshness stays visible while the state, and so the logbook, changes
+    only when the meter stops or resumes reporting. It is not recorded (each read would
+    store a new set of attributes; the *Last reading* sensor keeps that history).
     """
+
+    _unrecorded_attributes = frozenset({ATTR_LAST_READING})
 
     @property
     def available(self) -> bool:
@@ -149,6 +157,12 @@ class EkmReportingSensor(EkmEntity, BinarySensorEntity):
     def is_on(self) -> bool:
         """Whether the meter reported within the stale threshold."""
         return self.reading is not None
+
+    @property
+    def extra_state_attributes(self) -> Mapping[str, Any]:
+        """When the newest reading was taken (also once it is stale)."""
+        reading = self.coordinator.data.readings.get(self.address)
+        return {ATTR_LAST_READING: reading.timestamp if reading else None}
 
 
 class EkmPushConnectedSensor(BinarySensorEntity):

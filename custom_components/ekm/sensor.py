@@ -34,7 +34,7 @@ from homeassistant.helpers.update_coordinator import CoordinatorEntity
 from homeassistant.util import dt as dt_util
 
 from . import EkmConfigEntry
-from .const import CONF_ENTRY_TYPE, DOMAIN, ENTRY_RS485
+from .const import DOMAIN
 from .coordinator import EkmCoordinator
 from .entity import EkmEntity, async_add_meter_entities
 from .history import EkmHistoryCoordinator, MeterHistory
@@ -379,14 +379,11 @@ SENSORS: tuple[EkmSensorEntityDescription, ...] = _with_precision(
         value_fn=lambda reading: reading.timestamp,
         device_class=SensorDeviceClass.TIMESTAMP,
         entity_category=EntityCategory.DIAGNOSTIC,
+        # A timestamp changes with every read, and the logbook records every change of
+        # a sensor without a unit or state class (7,200 entries a day for five meters).
+        # The Reporting binary sensor's last_reading attribute shows it instead.
+        entity_registry_enabled_default=False,
     ),
-)
-
-# An RS-485 bus is read every few seconds: a per-read timestamp would flood the logbook
-# and the recorder there, so it starts disabled (the Reporting sensor shows liveness).
-BUS_SENSORS: tuple[EkmSensorEntityDescription, ...] = tuple(
-    replace(d, entity_registry_enabled_default=False) if d.key == "last_read" else d
-    for d in SENSORS
 )
 
 # Every description reads fields the catalog knows (checked once, at import).
@@ -402,7 +399,7 @@ async def async_setup_entry(
     async_add_meter_entities(
         entry,
         async_add_entities,
-        BUS_SENSORS if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485 else SENSORS,
+        SENSORS,
         EkmSensorEntityDescription.present,
         EkmSensor,
     )

@@ -18,7 +18,7 @@ from pytest_homeassistant_custom_component.common import (
 from custom_components.ekm.const import DOMAIN
 from custom_components.ekm.pyekm import FIELDS, MeterReading
 from custom_components.ekm.pyekm.catalog import display_precision
-from custom_components.ekm.sensor import BUS_SENSORS, SENSORS
+from custom_components.ekm.sensor import SENSORS
 from ekmsim.fleet import DEMO_METER, Fleet
 from tests.components.bus_helpers import BUS_V4, setup_bus_entry, virtual_bus
 
@@ -61,7 +61,10 @@ async def test_v4_meter_states(
     pf = _state(hass, DEMO_METER, "power_factor_l1")
     assert pf.attributes["unit_of_measurement"] == "%"
     assert 0 <= float(pf.state) <= 100
-    assert _state(hass, DEMO_METER, "last_reading").state != "unavailable"
+    reporting = hass.states.get(f"binary_sensor.omnimeter_{DEMO_METER}_reporting")
+    assert reporting is not None and reporting.state == "on"
+    newest = loaded_entry.runtime_data.coordinator.data.readings[DEMO_METER].timestamp
+    assert reporting.attributes["last_reading"] == newest
 
 
 async def test_disabled_by_default(
@@ -76,6 +79,7 @@ async def test_disabled_by_default(
         "ct_ratio",
         "firmware",
         "maximum_demand_period",
+        "last_reading",  # a logbook entry per read: the Reporting sensor shows it instead
     ):
         entity = entity_registry.async_get(f"sensor.omnimeter_{DEMO_METER}_{name}")
         assert entity is not None, name
@@ -187,7 +191,7 @@ async def test_diagnostic_settings_when_enabled(
 def test_every_numeric_sensor_has_a_display_precision() -> None:
     """Each numeric sensor shows the decimals the catalog gives its field."""
     not_numeric = {SensorDeviceClass.ENUM, SensorDeviceClass.TIMESTAMP}
-    for description in (*SENSORS, *BUS_SENSORS):
+    for description in SENSORS:
         numeric = description.device_class not in not_numeric and all(
             FIELDS[name].value_type is not str for name in description.fields
         )
