@@ -1,4 +1,8 @@
-"""Diagnostics: settings, devices and the newest reading of each meter, secrets redacted."""
+"""Diagnostics: settings, devices and the newest reading of each meter, secrets redacted.
+
+An entry's diagnostics cover everything; a device's (the *Download diagnostics* link on
+the device page) cover one meter, gateway or RS-485 bus.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,14 @@ from typing import Any
 from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.const import CONF_API_KEY, CONF_PASSWORD
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
+from homeassistant.util import dt as dt_util
 
-from . import EkmConfigEntry
-from .const import CONF_API_TOKEN, CONF_GATEWAY_KEYS, DOMAIN
+from . import EkmConfigEntry, bus_identifier
+from .const import CONF_API_TOKEN, CONF_GATEWAY_KEYS, CONF_PASSWORDS, DOMAIN
+from .coordinator import EkmRs485Coordinator
+from .history import MeterHistory
+from .pyekm import MeterReading
 from .pyekm.redact import redact_text
 from .statistics import EXPORT, IMPORT, statistic_id
 
@@ -62,23 +71,129 @@ async def async_get_config_entry_diagnostics(
                 "kind": str(info.kind),
                 "gateway": info.gateway_mac,
                 "stale": address in data.stale,
-                "reading": (
-                    {
-                        "timestamp_ms": reading.timestamp_ms,
-                        "source": str(reading.source),
-                        "protocol": reading.protocol,
-                        "values": dict(reading.values),
-                    }
-                    if (reading := data.readings.get(address))
-                    else None
-                ),
+                "reading": _reading(data.readings.get(address)),
             }
             for address, info in data.devices.items()
         },
     }
-    # Belt and braces: no secret of this entry may appear anywhere in the output.
+    return _scrubbed(entry, result)
+
+
+async def async_get_device_diagnostics(
+    hass: HomeAssistant, entry: EkmConfigEntry, device: dr.DeviceEntry
+) -> dict[str, Any]:
+    """Diagnostics for one device: a meter (or ioStack), a Push3 gateway or an RS-485 bus."""
+    data = entry.runtime_data.coordinator.data
+    idents = [ident for domain, ident in device.identifiers if domain == DOMAIN]
+    result: dict[str, Any] = {
+        "device": {
+            "name": device.name,
+            "name_by_user": device.name_by_user,
+            "model": device.model,
+            "model_id": device.model_id,
+            "sw_version": device.sw_version,
+            "serial_number": device.serial_number,
+            "disabled_by": device.disabled_by,
+        },
+        "last_update_success": entry.runtime_data.coordinator.last_update_success,
+    }
+    gateways = set(data.gateways) | set(entry.options.get(CONF_GATEWAY_KEYS, {}).values())
+    for ident in idents:
+        if ident == bus_identifier(entry):
+            result["bus"] = _bus(entry)
+        elif ident in gateways:
+            result["gateway"] = _gateway(entry, ident)
+        else:
+            result["meter"] = _meter(entry, ident)
+    return _scrubbed(entry, result)
+
+
+def _meter(entry: EkmConfigEntry, address: str) -> dict[str, Any]:
+    """One meter: what the account says, its newest reading, errors, history, relays."""
+    coordinator = entry.runtime_data.coordinator
+    data = coordinator.data
+    info = data.devices.get(address)
+    interval_ms = coordinator.report_interval_ms.get(address)
+    errors = coordinator.errors if isinstance(coordinator, EkmRs485Coordinator) else {}
+    relays = entry.runtime_data.relays
+    pending = relays.diagnostics().get("pending", {}) if relays else {}
+    return {
+        "address": address,
+        "included": info is not None,  # False: excluded in the options (or gone)
+        "kind": str(info.kind) if info else None,
+        "gateway": info.gateway_mac if info else None,
+        "stale": address in data.stale,
+        "report_interval_s": interval_ms / 1000 if interval_ms is not None else None,
+        "reading": _reading(data.readings.get(address)),
+        "error": errors.get(address),
+        "last_error": (
+            None if coordinator.last_update_success else _error(coordinator.last_exception)
+        ),
+        "history": _meter_history(entry, address),
+        "relays_pending": {
+            name: command for name, command in pending.items() if name.startswith(f"{address} ")
+        },
+    }
+
+
+def _gateway(entry: EkmConfigEntry, mac: str) -> dict[str, Any]:
+    """One Push3 gateway: its meters, its push stream and what EKM says of it (GStat)."""
+    data = entry.runtime_data.coordinator.data
+    gateway = data.gateways.get(mac)
+    meters = set(gateway.meters if gateway else ()) | {
+        address for address, info in data.devices.items() if info.gateway_mac == mac
+    }
+    push = entry.runtime_data.push
+    push_state: dict[str, Any] | None = None
+    if push is not None and mac in push.gateways:
+        stats = push.stats()
+        streams = stats["gateways"]
+        assert isinstance(streams, dict)
+        push_state = {"server": stats["server"], **streams[mac]}
+    gateway_status = entry.runtime_data.gateway_status
+    status = gateway_status.data.get(mac) if gateway_status else None
+    return {
+        "mac": mac,
+        "name": gateway.name if gateway else None,
+        "on_account": gateway is not None,
+        "meters": {
+            address: {
+                "included": address in data.devices,
+                "stale": address in data.stale,
+                "last_reading": (
+                    reading.timestamp.isoformat()
+                    if (reading := data.readings.get(address))
+                    else None
+                ),
+            }
+            for address in sorted(meters)
+        },
+        "push": push_state,
+        "gateway_status": asdict(status) if status else None,
+    }
+
+
+def _reading(reading: MeterReading | None) -> dict[str, Any] | None:
+    if reading is None:
+        return None
+    return {
+        "timestamp_ms": reading.timestamp_ms,
+        "age_s": round(dt_util.utcnow().timestamp() - reading.timestamp_ms / 1000, 1),
+        "source": str(reading.source),
+        "protocol": reading.protocol,
+        "values": dict(reading.values),
+    }
+
+
+def _error(err: BaseException | None) -> str | None:
+    return f"{type(err).__name__}: {err}" if err is not None else None
+
+
+def _scrubbed(entry: EkmConfigEntry, result: dict[str, Any]) -> dict[str, Any]:
+    """Belt and braces: no secret of this entry may appear anywhere in the output."""
     secrets = [str(v) for k, v in entry.data.items() if k in TO_REDACT and isinstance(v, str)]
     secrets += list(entry.options.get(CONF_GATEWAY_KEYS, {}))
+    secrets += [str(v) for v in entry.data.get(CONF_PASSWORDS, {}).values() if v]
     scrubbed: dict[str, Any] = _scrub(result, secrets)
     return scrubbed
 
@@ -93,6 +208,10 @@ def _scrub(value: Any, secrets: list[str]) -> Any:
     return value
 
 
+def _iso(ms: int | None) -> str | None:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat() if ms is not None else None
+
+
 def _history(entry: EkmConfigEntry) -> dict[str, Any] | None:
     """Where each meter's history import stands: the last imported hour per statistic."""
     history = entry.runtime_data.history
@@ -105,20 +224,28 @@ def _history(entry: EkmConfigEntry) -> dict[str, Any] | None:
         "requests": summary.requests if summary else None,
         "v2_available": summary.v2_available if summary else None,
         "statistics": {
-            statistic_id(DOMAIN, address, kind): {
-                "last_hour": (
-                    datetime.fromtimestamp(meter.last_hour_ms / 1000, UTC).isoformat()
-                    if meter.last_hour_ms is not None
-                    else None
-                ),
-                "history_start": (
-                    datetime.fromtimestamp(meter.started_ms / 1000, UTC).isoformat()
-                    if meter.started_ms is not None
-                    else None
-                ),
-            }
+            statistic_id(DOMAIN, address, kind): _statistic(meter)
             for address, meter in history.meters.items()
             for kind in (IMPORT, EXPORT)
+        },
+    }
+
+
+def _statistic(meter: MeterHistory) -> dict[str, Any]:
+    return {"last_hour": _iso(meter.last_hour_ms), "history_start": _iso(meter.started_ms)}
+
+
+def _meter_history(entry: EkmConfigEntry, address: str) -> dict[str, Any] | None:
+    """One meter's history import, if history is imported and the meter has any."""
+    history = entry.runtime_data.history
+    if history is None or (meter := history.meters.get(address)) is None:
+        return None
+    return {
+        "last_update_success": history.last_update_success,
+        "imported_until": meter.imported_until.isoformat() if meter.imported_until else None,
+        "progress": meter.progress(int(dt_util.utcnow().timestamp() * 1000)),
+        "statistics": {
+            statistic_id(DOMAIN, address, kind): _statistic(meter) for kind in (IMPORT, EXPORT)
         },
     }
 
