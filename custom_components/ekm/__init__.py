@@ -6,11 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.const import CONF_API_KEY, CONF_PORT, Platform
+from homeassistant.const import ATTR_RESTORED, CONF_API_KEY, CONF_PORT, Platform
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import (
     config_validation as cv,
     device_registry as dr,
+    entity_registry as er,
     issue_registry as ir,
 )
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
@@ -19,6 +20,7 @@ from homeassistant.helpers.typing import ConfigType
 from .const import (
     CONF_API_TOKEN,
     CONF_ENTRY_TYPE,
+    CONF_EXCLUDED_METERS,
     CONF_FULL_READ_EVERY,
     CONF_GATEWAY_KEYS,
     CONF_HISTORY,
@@ -290,7 +292,10 @@ async def async_unload_entry(hass: HomeAssistant, entry: EkmConfigEntry) -> bool
 async def async_remove_config_entry_device(
     hass: HomeAssistant, entry: EkmConfigEntry, device: dr.DeviceEntry
 ) -> bool:
-    """Allow removing a device that is no longer on the account."""
+    """Allow removing a device that is no longer on the account, or that is excluded.
+
+    An included meter (or a gateway, or the bus) would only come back at the next sync.
+    """
     data = entry.runtime_data.coordinator.data
     keep = set(data.devices) | set(data.gateways) | {bus_identifier(entry)}
     return not any(ident[0] == DOMAIN and ident[1] in keep for ident in device.identifiers)
@@ -300,10 +305,15 @@ async def async_remove_config_entry_device(
 def async_sync_devices(
     hass: HomeAssistant, entry: EkmConfigEntry, data: EkmData, *, hub_id: str | None = None
 ) -> None:
-    """Create or update a device per gateway and meter; remove those that are gone.
+    """Create or update a device per gateway and meter; disable excluded ones, remove gone.
 
     Devices are made here, in one place, so that gateways exist before the meters that
     link to them (``via_device_id``) and model/firmware follow the newest reading.
+
+    A meter excluded in the options keeps its device, disabled by the integration (which
+    disables its entities with it), so that the owner's names, entity ids and enabled
+    entities are all back when it is included again; only a meter that is no longer on
+    the account (or bus) is removed.
     """
     registry = dr.async_get(hass)
     gateway_ids: dict[str, str] = {}
@@ -322,7 +332,7 @@ def async_sync_devices(
         model_code = reading.text("Model") if reading else None
         protocol = reading.protocol if reading else None
         is_iostack = info.kind is DeviceKind.IOSTACK
-        registry.async_get_or_create(
+        device = registry.async_get_or_create(
             config_entry_id=entry.entry_id,
             identifiers={(DOMAIN, address)},
             manufacturer=MANUFACTURER,
@@ -333,8 +343,29 @@ def async_sync_devices(
             sw_version=reading.text("Firmware") if reading else None,
             via_device_id=gateway_ids.get(info.gateway_mac or "", hub_id),
         )
+        if device.disabled_by is dr.DeviceEntryDisabler.INTEGRATION:  # included again
+            registry.async_update_device(device.id, disabled_by=None)
+    coordinator = entry.runtime_data.coordinator
+    configured = set(
+        coordinator.account_devices
+        if isinstance(coordinator, EkmCloudCoordinator)
+        else entry.data.get(CONF_METERS, {})
+    )
+    excluded = set(entry.options.get(CONF_EXCLUDED_METERS, ())) & configured
     known = set(data.devices) | set(data.gateways) | {bus_identifier(entry)}
     for device in dr.async_entries_for_config_entry(registry, entry.entry_id):
         idents = {i[1] for i in device.identifiers if i[0] == DOMAIN}
-        if idents and not idents & known:
+        if not idents or idents & known:
+            continue
+        if not idents & excluded:
             registry.async_remove_device(device.id)
+        elif device.disabled_by is None:
+            registry.async_update_device(device.id, disabled_by=dr.DeviceEntryDisabler.INTEGRATION)
+            # Its entities were unloaded before they were disabled: they left "restored"
+            # unavailable states, which nothing removes until a restart.
+            for entity in er.async_entries_for_device(
+                er.async_get(hass), device.id, include_disabled_entities=True
+            ):
+                state = hass.states.get(entity.entity_id)
+                if state is not None and state.attributes.get(ATTR_RESTORED):
+                    hass.states.async_remove(entity.entity_id)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import device_registry as dr, entity_registry as er
 from homeassistant.util import dt as dt_util
 import pytest
@@ -17,9 +20,16 @@ from pytest_homeassistant_custom_component.common import (
 )
 from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
-from custom_components.ekm.const import DOMAIN
+from custom_components.ekm.const import (
+    CONF_FULL_READ_EVERY,
+    CONF_METERS,
+    CONF_SCAN_INTERVAL,
+    CONF_STALE_THRESHOLD,
+    DOMAIN,
+)
 from ekmsim.cloud import CloudSimulator
 from ekmsim.fleet import DEMO_GATEWAY_MAC, DEMO_METER, Fleet, SimMeter
+from tests.components.bus_helpers import BUS_V3, BUS_V4, setup_bus_entry, virtual_bus
 
 DEMO_POWER = "sensor.omnimeter_000000010389_power"
 DEMO_IMPORT = "sensor.omnimeter_000000010389_energy_imported"
@@ -270,3 +280,128 @@ async def test_account_refresh_failure_keeps_meters(
     await _refresh(hass, loaded_entry)
     assert loaded_entry.runtime_data.coordinator.last_update_success
     assert hass.states.get(DEMO_POWER).state != STATE_UNAVAILABLE
+
+
+# --- excluding a meter in the options -------------------------------------------------------
+
+
+async def _choose_meters(
+    hass: HomeAssistant, entry: MockConfigEntry, meters: list[str], **form: Any
+) -> None:
+    """Save the options with only these meters included (the entry reloads)."""
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**form, CONF_METERS: meters}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+
+
+def _entity_id(hass: HomeAssistant, entry: MockConfigEntry, address: str, key: str) -> str:
+    entity_id = er.async_get(hass).async_get_entity_id(
+        "sensor", DOMAIN, f"{entry.unique_id}_{address}_{key}"
+    )
+    assert entity_id is not None, key
+    return entity_id
+
+
+async def _exclude_and_include_again(
+    hass: HomeAssistant, entry: MockConfigEntry, address: str, others: list[str], **form: Any
+) -> None:
+    """The owner customises a meter, excludes it, includes it again: all is as it was."""
+    devices, entities = dr.async_get(hass), er.async_get(hass)
+    device = devices.async_get_device_by_identifier((DOMAIN, address), entry.entry_id)
+    assert device is not None
+    devices.async_update_device(device.id, name_by_user="Main panel")
+    power = _entity_id(hass, entry, address, "power")
+    entities.async_update_entity(power, new_entity_id="sensor.main_panel_power", name="Panel")
+    power = "sensor.main_panel_power"
+    enabled = _entity_id(hass, entry, address, "voltage_line_2")  # disabled by default
+    entities.async_update_entity(enabled, disabled_by=None)
+    disabled = _entity_id(hass, entry, address, "energy_import")  # enabled by default
+    entities.async_update_entity(disabled, disabled_by=er.RegistryEntryDisabler.USER)
+    untouched = _entity_id(hass, entry, address, "voltage_line_3")
+    await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert hass.states.get(enabled) is not None
+    shown = {e: hass.states.get(e).name for e in (power, enabled)}  # type: ignore[union-attr]
+
+    await _choose_meters(hass, entry, others, **form)
+    device = devices.async_get(device.id)
+    assert device is not None, "an excluded meter keeps its device"
+    assert device.disabled_by is dr.DeviceEntryDisabler.INTEGRATION
+    assert entities.async_get(power).disabled_by is er.RegistryEntryDisabler.DEVICE  # type: ignore[union-attr]
+    assert hass.states.get(power) is None
+    assert hass.states.get(enabled) is None
+
+    await _choose_meters(hass, entry, sorted([*others, address]), **form)
+    device = devices.async_get(device.id)
+    assert device is not None
+    assert device.disabled_by is None
+    assert device.name_by_user == "Main panel"
+    panel = entities.async_get(power)
+    assert panel is not None and panel.name == "Panel" and panel.disabled_by is None
+    assert entities.async_get(enabled).disabled_by is None  # type: ignore[union-attr]
+    assert entities.async_get(disabled).disabled_by is er.RegistryEntryDisabler.USER  # type: ignore[union-attr]
+    assert entities.async_get(untouched).disabled_by is er.RegistryEntryDisabler.INTEGRATION  # type: ignore[union-attr]
+    for entity_id in (power, enabled):
+        state = hass.states.get(entity_id)
+        assert state is not None and state.state != STATE_UNAVAILABLE, entity_id
+    assert {e: hass.states.get(e).name for e in (power, enabled)} == shown  # type: ignore[union-attr]
+
+
+async def test_excluded_cloud_meter_comes_back_as_it_was(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry, fleet: Fleet
+) -> None:
+    others = sorted(a for a in fleet.meters if a != DEMO_METER)
+    form = {CONF_SCAN_INTERVAL: 60, CONF_STALE_THRESHOLD: 600, "push": {}}
+    await _exclude_and_include_again(hass, loaded_entry, DEMO_METER, others, **form)
+
+
+async def test_excluded_bus_meter_comes_back_as_it_was(
+    hass: HomeAssistant, fleet: Fleet, tmp_path: Path
+) -> None:
+    form = {CONF_SCAN_INTERVAL: 5, CONF_STALE_THRESHOLD: 60, CONF_FULL_READ_EVERY: 10}
+    async with virtual_bus(fleet, tmp_path) as port:
+        entry = await setup_bus_entry(hass, port)
+        await _exclude_and_include_again(hass, entry, BUS_V4, [BUS_V3], **form)
+        assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_excluded_meter_can_be_deleted_and_gone_meters_are_removed(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    fleet: Fleet,
+    freezer: FrozenDateTimeFactory,
+    device_registry: dr.DeviceRegistry,
+    hass_ws_client: WebSocketGenerator,
+) -> None:
+    """The owner may delete an excluded meter; one that leaves the account is removed."""
+    assert await __import__("homeassistant.setup").setup.async_setup_component(hass, "config", {})
+    v3, solar = "000000010388", "000000000099"
+    form = {CONF_SCAN_INTERVAL: 60, CONF_STALE_THRESHOLD: 600, "push": {}}
+    await _choose_meters(hass, loaded_entry, sorted(set(fleet.meters) - {v3, solar}), **form)
+    excluded = device_registry.async_get_device_by_identifier((DOMAIN, v3), loaded_entry.entry_id)
+    assert excluded is not None and excluded.disabled_by is dr.DeviceEntryDisabler.INTEGRATION
+    client = await hass_ws_client(hass)
+    await client.send_json_auto_id(
+        {
+            "type": "config/device_registry/remove_config_entry",
+            "config_entry_id": loaded_entry.entry_id,
+            "device_id": excluded.id,
+        }
+    )
+    assert (await client.receive_json())["success"]
+    assert device_registry.async_get(excluded.id) is None
+
+    # The excluded solar meter leaves the account: its device goes.
+    del fleet.meters[solar]
+    for gateway in fleet.gateways.values():
+        if solar in gateway.meters:
+            gateway.meters.remove(solar)
+    freezer.tick(timedelta(minutes=31))
+    await _refresh(hass, loaded_entry)
+    assert (
+        device_registry.async_get_device_by_identifier((DOMAIN, solar), loaded_entry.entry_id)
+        is None
+    )
