@@ -806,6 +806,7 @@ def _meter_json(meter: SimMeter) -> dict[str, Any]:
         "gateway": meter.gateway_mac,
         "responsive": meter.responsive,
         "solar": meter.solar,
+        "production": meter.production,
         "relays": meter.relays,
         "first_report": meter.first_report,
         "last_report": meter.last_report,

@@ -3,7 +3,8 @@
 # One Fleet is what every simulated transport presents: the cloud APIs (ekmsim.cloud and
 # its Summary API, ekmsim.summary), the MQTT publisher and the virtual RS-485 meters.
 # Meters are physical models: a daily load curve drives the power, solar meters export
-# in daylight.
+# in daylight, PV production meters measure the panels' output (forward). Fleet.demo
+# builds a consistent home from them (grid meter = house load - PV; sub-meters inside).
 #
 # Every lifetime register (kWh_Tot, Rev_kWh_Tot, per line, tariffs, kWh_Rst/Rev_kWh_Rst,
 # Reactive_Energy_Tot, Pulse_Cnt_1..3) is a pure function of the time t (RegisterModel):
@@ -58,6 +59,14 @@ DEMO_ACCOUNT_KEY: Final = "MTAxMDoyMDIw"
 DEMO_GATEWAY_MAC: Final = "4016fa0500cd"
 DEMO_GATEWAY_KEY: Final = "NjUyNjk0MzY6KDkkPVtXLUpQZyFmaDBrYTlJ"
 DEMO_METER: Final = "000000010389"
+# The demo home (Fleet.demo): the grid connection, the PV production meter, a sub-panel
+# and, on one of its circuits, the water heater (DEMO_METER).
+DEMO_GARAGE_MAC: Final = "4016fa010226"
+DEMO_GRID_METER: Final = "000000000099"
+DEMO_SOLAR_METER: Final = "000000015635"
+DEMO_SUBPANEL_METER: Final = "000000010388"
+DEMO_WATER_HEATER_METER: Final = DEMO_METER
+DEMO_THREE_PHASE_METER: Final = "000300000001"
 # The demo account's API token (READ/WRITE, OWNER): the simulator's invention, as EKM
 # publishes no sample token. Tokens are bearer secrets: never log them.
 DEMO_API_TOKEN: Final = "ekmsim-api-token-7f3c9a2e5b1d4086"
@@ -167,12 +176,38 @@ def _tariff_of_hour(hour: float) -> int:
     return 0
 
 
-def _line_powers(lines: int, load_w: float, solar_peak_w: float, hour: float) -> list[float]:
-    """Signed power per line (W) at a local hour: positive imports, negative exports."""
-    load = load_w * _load_factor(hour)
+def _line_parts(
+    lines: int, load_w: float, solar_peak_w: float, hour: float, production: bool = False
+) -> tuple[list[float], list[float]]:
+    """Per line (W) at a local hour: the load and the signed solar part.
+
+    A net meter (``production`` False) sees its load minus the panels' output (solar
+    negative: exported); a production meter measures the panels' output alone, forward.
+    """
     shares = _shares(lines)
     pv = solar_peak_w * _sun(hour) / (2 if lines == 2 else 3)
-    return [load * s - (pv if s else 0.0) for s in shares]
+    if production:
+        return [0.0, 0.0, 0.0], [pv if s else 0.0 for s in shares]
+    load = load_w * _load_factor(hour)
+    return [load * s for s in shares], [-pv if s else 0.0 for s in shares]
+
+
+def _line_powers(
+    lines: int, load_w: float, solar_peak_w: float, hour: float, production: bool = False
+) -> list[float]:
+    """Signed power per line (W) at a local hour: positive imports, negative exports."""
+    loads, solar = _line_parts(lines, load_w, solar_peak_w, hour, production)
+    return [load + pv for load, pv in zip(loads, solar, strict=True)]
+
+
+def _sky(t: float) -> float:
+    """The sunshine's minute-by-minute wobble (0.98..1.02), the same for every panel.
+
+    Every solar meter of one place sees the same sky, so a home's production meter and
+    its grid meter agree on the solar part of their readings (the load part of each
+    meter's reading wobbles on its own).
+    """
+    return 0.98 + 0.04 * (zlib.crc32(int(t // 60).to_bytes(8, "little", signed=True)) / 2**32)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -206,7 +241,9 @@ def _slot_range(first: int, last: int) -> range | list[int]:
 
 
 @functools.lru_cache(maxsize=4096)
-def day_table(lines: int, power_factor: float, load_w: float, solar_peak_w: float) -> DayTable:
+def day_table(
+    lines: int, power_factor: float, load_w: float, solar_peak_w: float, production: bool = False
+) -> DayTable:
     """Build (once per set of physics parameters) the day table, midpoint rule per slot."""
     tan_phi = math.tan(math.acos(power_factor))
     hours = SLOT_S / 3600
@@ -220,7 +257,7 @@ def day_table(lines: int, power_factor: float, load_w: float, solar_peak_w: floa
     kvarh, pulses = 16, 17
     for k in range(SLOTS):
         hour = (k * SLOT_S + SLOT_S / 2) / 3600
-        powers = _line_powers(lines, load_w, solar_peak_w, hour)
+        powers = _line_powers(lines, load_w, solar_peak_w, hour, production)
         tariff = _tariff_of_hour(hour)
         total_w = 0.0
         for i, p in enumerate(powers):
@@ -490,7 +527,8 @@ class SimClock:
 
 
 _PHYSICS_FIELDS: Final = frozenset(
-    {"lines", "base_load_w", "solar", "solar_peak_w", "power_factor", "utc_offset_s"}
+    {"lines", "base_load_w", "solar", "solar_peak_w", "production", "power_factor"}
+    | {"utc_offset_s"}
 )
 
 
@@ -516,6 +554,11 @@ class SimMeter:
     then, and the cloud holds no data for it before. ``last_report`` (None = still
     reporting) ends its data; so does ``responsive = False`` from that moment (the time
     is recorded, see :attr:`unresponsive_since`) until it is set back to True.
+
+    Physics: a meter measures a load of ``base_load_w`` times the daily load curve; with
+    ``solar`` it is a net meter whose panels (``solar_peak_w``) push the surplus back
+    (reverse energy). With ``production`` (and ``solar``) it measures the panels' output
+    itself, forward, and no load (``base_load_w`` is not used): a PV production meter.
     """
 
     address: str
@@ -538,6 +581,7 @@ class SimMeter:
     lines: int = 2  # 2: split-phase 120/240 V (line 3 idle); 3: three-phase 120/208 V
     base_load_w: float = 700.0
     solar_peak_w: float = 5000.0
+    production: bool = False  # a PV production meter (see the class docstring)
     power_factor: float = 0.95  # lagging
     utc_offset_s: int = -5 * 3600  # local time for the load curve and Meter_Time
     initial_kwh: float = 1500.0  # kWh_Tot at first_report
@@ -557,7 +601,7 @@ class SimMeter:
             self.first_report = default_first_report(self.address)
         self._rng = random.Random(f"{self.seed}:{self.address}")
         self._initial_pulses = [float(self._rng.randrange(1000, 50000)) for _ in range(3)]
-        self._max_demand = self.base_load_w * 2.0
+        self._max_demand = 0.0 if self.production else self.base_load_w * 2.0
         self._demand_key: int | None = None
         self._relay_until: list[float | None] = [None, None]
         self._last_t: float | None = None
@@ -592,12 +636,13 @@ class SimMeter:
     # --- registers -----------------------------------------------------------------------
 
     def _segment(self, start: float, resets: dict[int, float]) -> Segment:
-        norm = self.base_load_w if self.base_load_w > 0 else 1.0
+        norm = self.base_load_w if self.base_load_w > 0 and not self.production else 1.0
         table = day_table(
             self.lines,
             self.power_factor,
             self.base_load_w / norm,
             self.solar_peak_w / norm if self.solar else 0.0,
+            self.production,
         )
         scale = tuple(1.0 if c in PULSE_CHANNELS else norm for c in range(len(REGISTERS)))
         return Segment(
@@ -611,7 +656,7 @@ class SimMeter:
 
     def initial_values(self, kwh: float, pulses: list[float] | None = None) -> dict[int, float]:
         """Every register of a meter whose kWh_Tot is ``kwh`` (by channel number)."""
-        rev = kwh * 0.25 if self.solar else 0.0
+        rev = kwh * 0.25 if self.solar and not self.production else 0.0
         shares = _shares(self.lines)
         values = {
             "kWh_Tot": kwh,
@@ -717,10 +762,15 @@ class SimMeter:
         """Solar production (W), 0 at night or without panels."""
         return self.solar_peak_w * _sun(self._local_hour(t)) if self.solar else 0.0
 
+    def line_parts(self, t: float) -> tuple[list[float], list[float]]:
+        """Per line (W): the load and the signed solar part (see :func:`_line_parts`)."""
+        peak = self.solar_peak_w if self.solar else 0.0
+        return _line_parts(self.lines, self.base_load_w, peak, self._local_hour(t), self.production)
+
     def line_power(self, t: float) -> list[float]:
         """Signed power per line (W): positive imports, negative exports."""
-        peak = self.solar_peak_w if self.solar else 0.0
-        return _line_powers(self.lines, self.base_load_w, peak, self._local_hour(t))
+        loads, solar = self.line_parts(t)
+        return [load + pv for load, pv in zip(loads, solar, strict=True)]
 
     def _demand_period_key(self, t: float) -> int | None:
         local = t + self.utc_offset_s
@@ -791,7 +841,13 @@ class SimMeter:
         self._update(now)
         rnd = self._rng.random
         registers = self.registers(now, self.register_names)
-        powers = [p * (0.98 + 0.04 * rnd()) for p in self.line_power(now)]
+        # The load wobbles per meter, the solar part with the sky (the same for every
+        # meter, see _sky): a home's grid meter plus its production meter is its load.
+        loads, solar = self.line_parts(now)
+        sky = _sky(now)
+        powers = [
+            load * (0.98 + 0.04 * rnd()) + pv * sky for load, pv in zip(loads, solar, strict=True)
+        ]
         watts = [round(abs(p)) for p in powers]
         volts = [round(118.5 + 3 * rnd(), 1) if s else 0.0 for s in self._shares()]
         pf_code = round(self.power_factor * 100)
@@ -1044,45 +1100,87 @@ class Fleet:
     ) -> Fleet:
         """Build EKM's demo account: the demo keys and five meters of every kind.
 
-        The meters first reported early in 2023 (:func:`default_first_report`), or
+        Four of them are one home, measured consistently (see the comment below); every
+        meter of the home first reported at the same time, early in 2023, or all of them
         ``history_days`` before the clock's time (on the interval grid).
         """
-        # 000000010389 v4 (the demo meter) and 000000010388 v3 on the demo gateway
-        # 4016fa0500cd (key DEMO_GATEWAY_KEY); 000000015635 v5 and 000000000099 v4 solar
-        # on gateway 4016fa010226; 000300000001 v4, three-phase, on no gateway.
+        # The demo home: a house with rooftop PV and two Push3 gateways.
+        # - 000000000099 v4 (Garage Push3 4016fa010226): the grid connection. It measures
+        #   the whole house's load (1,400 W base) minus the PV output: it imports at night
+        #   and exports by day (reverse energy = return to grid).
+        # - 000000015635 v5 (Garage Push3): the PV production meter on the inverter's
+        #   output, the same 10 kW panels, forward (its forward energy is the production).
+        #   Relay 1 (closed) is wired to the inverter's enable input (a command moves
+        #   the relay only: the simulated production goes on).
+        # - 000000010388 v3 (Demo Push3 4016fa0500cd, key DEMO_GATEWAY_KEY): a sub-panel
+        #   of the house (950 W base), inside the grid meter's load.
+        # - 000000010389 v4 (Demo Push3, the demo meter): the electric water heater on a
+        #   circuit of that sub-panel (700 W base); relay 1 switches it.
+        # Every load follows the same daily curve, so at every instant the water heater <
+        # the sub-panel < the house (= grid meter + PV meter), also with each meter's own
+        # 2 % wobble and in every hour at the meters' resolutions (tests/sim/test_fleet.py).
+        # 000300000001 v4, three-phase 120/208 V on no gateway, is a separate building (a
+        # workshop on its own service), not part of the home.
         fleet = cls(clock=clock or SimClock(), interval_s=interval_s)
         fleet.add_gateway(SimGateway(mac=DEMO_GATEWAY_MAC, name="Demo Push3", key=DEMO_GATEWAY_KEY))
         fleet.add_gateway(
             SimGateway(
-                mac="4016fa010226", name="Garage Push3", key=gateway_key(65269437, "Sim-Key-2!")
+                mac=DEMO_GARAGE_MAC, name="Garage Push3", key=gateway_key(65269437, "Sim-Key-2!")
             )
         )
+        home_first = (
+            fleet.history_start(history_days)
+            if history_days is not None
+            else default_first_report(DEMO_METER)
+        )
+        panels_w = 10_000.0  # the PV system's peak, seen by the grid and the PV meter
         for meter in (
-            SimMeter(address=DEMO_METER, protocol="v4", gateway_mac=DEMO_GATEWAY_MAC),
             SimMeter(
-                address="000000010388",
+                address=DEMO_WATER_HEATER_METER,
+                protocol="v4",
+                gateway_mac=DEMO_GATEWAY_MAC,
+                base_load_w=700.0,
+                first_report=home_first,
+            ),
+            SimMeter(
+                address=DEMO_SUBPANEL_METER,
                 protocol="v3",
                 gateway_mac=DEMO_GATEWAY_MAC,
+                base_load_w=950.0,
                 initial_kwh=8000.0,
+                first_report=home_first,
             ),
             SimMeter(
-                address="000000015635",
+                address=DEMO_SOLAR_METER,
                 protocol="v5",
-                gateway_mac="4016fa010226",
+                gateway_mac=DEMO_GARAGE_MAC,
+                solar=True,
+                production=True,
+                base_load_w=0.0,
                 kwh_scale=1,
                 relays=[True, False],
+                first_report=home_first,
+                solar_peak_w=panels_w,
             ),
             SimMeter(
-                address="000000000099",
+                address=DEMO_GRID_METER,
                 protocol="v4",
-                gateway_mac="4016fa010226",
+                gateway_mac=DEMO_GARAGE_MAC,
                 solar=True,
+                base_load_w=1400.0,
                 initial_kwh=4000.0,
+                first_report=home_first,
+                solar_peak_w=panels_w,
             ),
-            SimMeter(address="000300000001", protocol="v4", lines=3, kwh_scale=0, ct_ratio=1500),
+            SimMeter(
+                address=DEMO_THREE_PHASE_METER,
+                protocol="v4",
+                lines=3,
+                kwh_scale=0,
+                ct_ratio=1500,
+                first_report=None if history_days is None else home_first,
+            ),
         ):
-            if history_days is not None:
-                meter.first_report = fleet.history_start(history_days)
             fleet.add_meter(meter)
         fleet.add_token(DEMO_API_TOKEN)
         for gw in fleet.gateways.values():
@@ -1441,9 +1539,15 @@ def _zone(name: str) -> tzinfo:
 __all__ = [
     "DEMO_ACCOUNT_KEY",
     "DEMO_API_TOKEN",
+    "DEMO_GARAGE_MAC",
     "DEMO_GATEWAY_KEY",
     "DEMO_GATEWAY_MAC",
+    "DEMO_GRID_METER",
     "DEMO_METER",
+    "DEMO_SOLAR_METER",
+    "DEMO_SUBPANEL_METER",
+    "DEMO_THREE_PHASE_METER",
+    "DEMO_WATER_HEATER_METER",
     "ORIGIN",
     "REGISTERS",
     "DayTable",

@@ -11,19 +11,29 @@ import time
 
 import pytest
 
+from custom_components.ekm.pyekm.catalog import derive
 from ekmsim.fleet import (
     DEMO_ACCOUNT_KEY,
+    DEMO_GARAGE_MAC,
     DEMO_GATEWAY_KEY,
     DEMO_GATEWAY_MAC,
+    DEMO_GRID_METER,
     DEMO_METER,
+    DEMO_SOLAR_METER,
+    DEMO_SUBPANEL_METER,
+    DEMO_THREE_PHASE_METER,
+    DEMO_WATER_HEATER_METER,
     HISTORY_LEN,
     V3_FIELDS,
     V4_FIELDS,
     Fleet,
+    Read,
     ReadBatch,
     SimClock,
     SimGateway,
     SimMeter,
+    _sky,
+    default_first_report,
     gateway_key,
     meter_time_text,
     run_ticker,
@@ -148,6 +158,126 @@ def test_solar_meter_exports_in_daylight_only() -> None:
     plain = fleet.meters[DEMO_METER].snapshot()
     assert plain["Rev_kWh_Tot"] == 0.0
     assert plain["State_Watts_Dir"] == 1
+
+
+# --- the demo home ------------------------------------------------------------------------------
+
+GRID, PV, SUBPANEL, HEATER = HOME = ("000000000099", "000000015635", "000000010388", DEMO_METER)
+
+
+def _power(read: Read) -> int:
+    """What the integration's Power sensor shows: signed on v4/v5, RMS_Watts_Tot on v3."""
+    values = dict(read)
+    derive(values)
+    return int(values.get("Net_Calc_Watts_Tot", values["RMS_Watts_Tot"]))
+
+
+def _rise(meter: SimMeter, t0: float, t1: float) -> tuple[float, float]:
+    """(imported, exported) over [t0, t1] as the history statistics count them."""
+    (tot0, rev0), (tot1, rev1) = (
+        (float(r["kWh_Tot"]), float(r["Rev_kWh_Tot"]))
+        for r in (meter.registers(t, ("kWh_Tot", "Rev_kWh_Tot")) for t in (t0, t1))
+    )
+    return (tot1 - rev1) - (tot0 - rev0), rev1 - rev0
+
+
+def test_demo_home_roles() -> None:
+    fleet = demo()
+    grid, pv, subpanel, heater = (fleet.meters[a] for a in HOME)
+    assert (grid.gateway_mac, pv.gateway_mac) == (DEMO_GARAGE_MAC, DEMO_GARAGE_MAC)
+    assert (subpanel.gateway_mac, heater.gateway_mac) == (DEMO_GATEWAY_MAC, DEMO_GATEWAY_MAC)
+    assert (DEMO_GRID_METER, DEMO_SOLAR_METER, DEMO_SUBPANEL_METER) == (GRID, PV, SUBPANEL)
+    assert DEMO_WATER_HEATER_METER == DEMO_METER
+    assert grid.solar and not grid.production  # net metering at the grid connection
+    assert pv.solar and pv.production  # the panels' output, forward
+    assert not subpanel.solar and not heater.solar
+    # One set of panels, one local time, one installation day.
+    assert grid.solar_peak_w == pv.solar_peak_w == 10_000
+    assert {m.utc_offset_s for m in (grid, pv, subpanel, heater)} == {-5 * 3600}
+    assert {m.first_report for m in (grid, pv, subpanel, heater)} == {
+        default_first_report(DEMO_METER)
+    }
+    assert heater.base_load_w < subpanel.base_load_w < grid.base_load_w
+    three_phase = fleet.meters[DEMO_THREE_PHASE_METER]
+    assert (three_phase.lines, three_phase.gateway_mac) == (3, None)  # a separate building
+
+
+def test_demo_home_powers_add_up_at_every_minute() -> None:
+    """Heater < sub-panel < house (= grid + PV) in every read of two days, noise included."""
+    fleet = demo(MIDNIGHT)
+    fleet.backfill(1)
+    exported = produced = 0
+    for _ in range(2 * 1440):
+        fleet.advance(60)
+        grid, pv, subpanel, heater = (_power(fleet.latest(a) or {}) for a in HOME)
+        house = grid + pv
+        assert 0 < heater < subpanel < house, (fleet.clock.now(), grid, pv, subpanel, heater)
+        assert pv >= 0  # a production meter never reads reverse
+        # The house (grid + PV) is the grid meter's load within its 2 % wobble.
+        load = sum(fleet.meters[GRID].line_parts(fleet.clock.now())[0])
+        assert abs(house - load) <= 0.02 * load + 3
+        exported += grid < 0
+        produced += pv > 0
+    assert 1440 / 3 < exported < 1440  # by day the home exports
+    assert produced < 1440  # and produces nothing at night
+    noon = fleet.meters[PV].snapshot(NOON)
+    assert noon["State_Watts_Dir"] == 1 and 9000 < int(noon["RMS_Watts_Tot"]) < 10_200
+    assert fleet.meters[PV].snapshot(MIDNIGHT)["RMS_Watts_Tot"] == 0
+
+
+def test_demo_home_energy_adds_up_in_every_hour() -> None:
+    """What the Energy dashboard shows: every hour, devices inside the house's consumption.
+
+    The house's consumption is grid import - export + solar production (the PV meter's
+    forward energy), from registers at the meters' own resolutions (0.1 kWh on the v3
+    sub-panel and the PV meter), as the history import reads them.
+    """
+    fleet = demo(MIDNIGHT)
+    grid, pv, subpanel, heater = (fleet.meters[a] for a in HOME)
+    start = MIDNIGHT - 30 * 86400
+    for hour in range(30 * 24):
+        t0, t1 = start + 3600 * hour, start + 3600 * (hour + 1)
+        imported, exported = _rise(grid, t0, t1)
+        produced, reversed_ = _rise(pv, t0, t1)
+        assert reversed_ == 0  # the PV meter never counts reverse energy
+        house = imported - exported + produced
+        panel, water = _rise(subpanel, t0, t1)[0], _rise(heater, t0, t1)[0]
+        assert 0 < water < panel < house, (hour, water, panel, house)
+        assert exported <= produced  # only PV is returned to the grid
+    # The lifetime: the PV meter's forward energy is the production, no reverse at all.
+    assert float(pv.registers(NOON)["Rev_kWh_Tot"]) == 0.0
+    assert float(pv.registers(NOON)["kWh_Tot"]) > pv.initial_kwh + 50_000
+
+
+def test_production_meter() -> None:
+    clock = SimClock(MIDNIGHT + 3 * 3600, manual=True)
+    meter = SimMeter(
+        address="000000000077", solar=True, production=True, base_load_w=0.0, clock=clock
+    )
+    night = meter.snapshot()
+    assert (night["RMS_Watts_Tot"], night["Rev_kWh_Tot"], night["State_Watts_Dir"]) == (0, 0.0, 1)
+    assert night["RMS_Watts_Max_Demand"] == 0.0
+    clock.set(NOON)
+    noon = meter.snapshot()
+    assert 4800 < int(noon["RMS_Watts_Tot"]) < 5200  # the default 5 kW panels at noon
+    assert noon["State_Watts_Dir"] == 1  # forward
+    assert noon["Rev_kWh_Tot"] == 0.0
+    assert int(noon["RMS_Watts_Ln_1"]) == pytest.approx(int(noon["RMS_Watts_Ln_2"]), rel=0.05)
+    assert float(noon["kWh_Tot"]) > float(night["kWh_Tot"]) + 5
+    assert meter.line_power(NOON) == [pytest.approx(2500), pytest.approx(2500), 0.0]
+    # The load is not the production meter's: base_load_w changes nothing.
+    other = SimMeter(
+        address="000000000077", solar=True, production=True, base_load_w=900.0, clock=clock
+    )
+    assert other.registers(NOON) == meter.registers(NOON)
+    assert other.line_power(NOON) == meter.line_power(NOON)
+
+
+def test_sky_is_shared_and_bounded() -> None:
+    values = [_sky(NOON + 60 * k) for k in range(600)]
+    assert all(0.98 <= v <= 1.02 for v in values)
+    assert len(set(values)) > 500  # it changes every minute
+    assert _sky(NOON + 5) == _sky(NOON + 59)  # the same within a minute
 
 
 def test_relays_and_state_out() -> None:
