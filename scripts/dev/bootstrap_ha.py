@@ -21,8 +21,16 @@ GATEWAY_KEYS = ["NjUyNjk0MzY6KDkkPVtXLUpQZyFmaDBrYTlJ", "NjUyNjk0Mzc6U2ltLUtleS0
 DEMO_API_TOKEN = "ekmsim-api-token-7f3c9a2e5b1d4086"  # noqa: S105 - the simulator's demo token
 BUS_METERS = "300000001234, 000000022222"
 USERNAME = PASSWORD = "dev"  # noqa: S105 - the documented development login
-GRID_METER = "000000000099"  # the solar home: imports at night, exports by day
-DEVICE_METERS = ("000000010389", "000000010388", "000000015635", "000300000001")
+# The simulator's demo home (ekmsim.fleet.Fleet.demo): one house with rooftop PV.
+GRID_METER = "000000000099"  # the grid connection: imports at night, exports by day
+SOLAR_METER = "000000015635"  # the PV production meter: its forward energy is the production
+# Individual devices, sub-meters inside the house: (meter, name, the meter that includes it).
+DEVICE_METERS: tuple[tuple[str, str, str | None], ...] = (
+    ("000000010388", "Sub-panel", None),
+    ("000000010389", "Water heater", "000000010388"),  # a circuit of the sub-panel
+)
+# What older versions of this script set up: the grid meter and these meters as devices.
+OLD_DEVICE_METERS = ("000000010389", "000000010388", "000000015635", "000300000001")
 
 
 def log(message: str) -> None:
@@ -156,13 +164,92 @@ async def configure_ekm(
         )
 
 
-async def configure_energy(session: aiohttp.ClientSession, url: str, access: str) -> None:
-    """Point the Energy dashboard at the imported EKM statistics (history from day one).
+def energy_prefs(power: dict[str, str]) -> dict[str, Any]:
+    """The demo home's energy preferences; ``power``: meter address -> power sensor.
 
     Energy comes from the external statistics the history import writes
-    (``ekm:<address>_energy_import`` / ``_energy_export``: months of history at once);
-    live power from the grid meter's power sensor. Dashboards set up by an older
-    bootstrap (entity statistics) are moved to the external statistics.
+    (``ekm:<address>_energy_import`` / ``_energy_export``: the whole past at once), the
+    *Now* power from the meters' Power sensors: the grid meter's is signed (positive =
+    import), the PV meter's is its production, each device's its draw. The water heater
+    is a circuit of the sub-panel (``included_in_stat``), so it is not counted twice.
+    """
+
+    def rate(address: str) -> dict[str, str]:
+        return {"stat_rate": power[address]} if address in power else {}
+
+    grid: dict[str, Any] = {
+        "type": "grid",
+        "name": "Grid",
+        "stat_energy_from": f"ekm:{GRID_METER}_energy_import",
+        "stat_energy_to": f"ekm:{GRID_METER}_energy_export",
+        # Home Assistant computes costs from a fixed price only for entity statistics;
+        # external ones need a cost statistic of their own, which EKM does not provide.
+        "cost_adjustment_day": 0,
+    }
+    if GRID_METER in power:
+        grid["power_config"] = rate(GRID_METER)
+    solar = {
+        "type": "solar",
+        "name": "Rooftop PV",
+        "stat_energy_from": f"ekm:{SOLAR_METER}_energy_import",
+        **rate(SOLAR_METER),
+    }
+    devices = [
+        {
+            "stat_consumption": f"ekm:{address}_energy_import",
+            "name": name,
+            **rate(address),
+            **({"included_in_stat": f"ekm:{parent}_energy_import"} if parent else {}),
+        }
+        for address, name, parent in DEVICE_METERS
+    ]
+    return {"energy_sources": [grid, solar], "device_consumption": devices}
+
+
+def _statistics(prefs: dict[str, Any]) -> set[tuple[str, str]]:
+    """The (kind, energy statistic) pairs a set of preferences uses (power left out)."""
+    used = {
+        (source.get("type", ""), source.get(key) or "")
+        for source in prefs.get("energy_sources", [])
+        for key in ("stat_energy_from", "stat_energy_to")
+        if source.get(key)
+    }
+    return used | {("device", d["stat_consumption"]) for d in prefs.get("device_consumption", [])}
+
+
+def _covers(current: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> bool:
+    """Whether ``current`` holds ``wanted`` item by item (Home Assistant adds defaults)."""
+    return len(current) == len(wanted) and all(
+        any(all(item.get(k) == v for k, v in want.items()) for item in current) for want in wanted
+    )
+
+
+def energy_action(current: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """'keep' (already the demo home), 'save', or 'leave' (somebody else's set-up)."""
+    sources = current.get("energy_sources", [])
+    devices = current.get("device_consumption", [])
+    if _covers(sources, wanted["energy_sources"]) and _covers(
+        devices, wanted["device_consumption"]
+    ):
+        return "keep"
+    if not sources and not devices:
+        return "save"
+    if _statistics(current) == _statistics(wanted):  # ours, power sensors missing then
+        return "save"
+    older = (
+        len(sources) == 1
+        and sources[0].get("type") == "grid"
+        and GRID_METER in (sources[0].get("stat_energy_from") or "")
+        and all(any(a in d.get("stat_consumption", "") for a in OLD_DEVICE_METERS) for d in devices)
+    )
+    return "save" if older else "leave"
+
+
+async def configure_energy(session: aiohttp.ClientSession, url: str, access: str) -> None:
+    """Set the Energy dashboard up for the simulator's demo home (see energy_prefs).
+
+    Dashboards set up by an older version of this script (the grid meter plus every other
+    meter as a device, no solar) are brought up to date; any other set-up is left alone.
     """
     async with session.ws_connect(f"{url}/api/websocket") as ws:
         await ws.receive_json()
@@ -183,39 +270,31 @@ async def configure_energy(session: aiohttp.ClientSession, url: str, access: str
             if prefs.get("success") or prefs.get("error", {}).get("code") != "unknown_command":
                 break
             await asyncio.sleep(1)
-        sources = prefs["result"].get("energy_sources", []) if prefs.get("success") else []
-        if any(":" in (s.get("stat_energy_from") or "") for s in sources):
-            return  # already on the external statistics
-        entities: dict[str, str] = {}
+        current = prefs["result"] if prefs.get("success") else {}
+        meters = (GRID_METER, SOLAR_METER, *(address for address, _, _ in DEVICE_METERS))
+        power: dict[str, str] = {}
         for _ in range(60):
             registry = await call({"type": "config/entity_registry/list"})
-            entities = {
-                e["unique_id"]: e["entity_id"] for e in registry["result"] if e["platform"] == "ekm"
+            power = {
+                address: e["entity_id"]
+                for e in registry["result"]
+                if e["platform"] == "ekm"
+                for address in meters
+                if e["unique_id"].endswith(f"_{address}_power")
             }
-            if any(uid.endswith(f"{GRID_METER}_power") for uid in entities):
+            if len(power) == len(meters):
                 break
             await asyncio.sleep(1)
-
-        def entity(address: str, key: str) -> str | None:
-            return next(
-                (e for uid, e in entities.items() if uid.endswith(f"_{address}_{key}")), None
-            )
-
-        grid = {
-            "type": "grid",
-            "stat_energy_from": f"ekm:{GRID_METER}_energy_import",
-            "stat_energy_to": f"ekm:{GRID_METER}_energy_export",
-            "stat_rate": entity(GRID_METER, "power"),  # signed: positive = import
-            # Home Assistant computes costs from a fixed price only for entity statistics;
-            # external ones need a cost statistic of their own, which EKM does not provide.
-            "cost_adjustment_day": 0,
-        }
-        devices = [{"stat_consumption": f"ekm:{a}_energy_import"} for a in DEVICE_METERS]
-        answer = await call(
-            {"type": "energy/save_prefs", "energy_sources": [grid], "device_consumption": devices}
-        )
+        wanted = energy_prefs(power)
+        action = energy_action(current, wanted)
+        if action == "keep":
+            return
+        if action == "leave":
+            log("Energy dashboard left as it is (not set up by this script)")
+            return
+        answer = await call({"type": "energy/save_prefs", **wanted})
         if answer.get("success"):
-            log("Energy dashboard configured (EKM history statistics)")
+            log("Energy dashboard configured: the demo home (grid, rooftop PV, two sub-meters)")
         else:
             log(f"Energy dashboard not configured: {answer.get('error')}")
 
