@@ -140,13 +140,17 @@ def _streams_up(entry: MockConfigEntry) -> bool:
 
 
 def _last_read_entities(hass: HomeAssistant, entry: MockConfigEntry) -> dict[str, str]:
-    """entity_id -> meter address of every meter's ``Last reading`` sensor."""
+    """entity_id -> meter address of every meter's ``Reporting`` sensor.
+
+    Its ``last_reading`` attribute is written with every reading (the *Last reading*
+    sensor is disabled by default, so it has no state to watch).
+    """
     registry = er.async_get(hass)
     out: dict[str, str] = {}
     for address in entry.runtime_data.coordinator.data.devices:
-        unique_id = f"{entry.unique_id}_{address}_last_read"
-        entity_id = registry.async_get_entity_id("sensor", DOMAIN, unique_id)
-        assert entity_id is not None, f"no Last reading sensor for {address}"
+        unique_id = f"{entry.unique_id}_{address}_reporting"
+        entity_id = registry.async_get_entity_id("binary_sensor", DOMAIN, unique_id)
+        assert entity_id is not None, f"no Reporting sensor for {address}"
         out[entity_id] = address
     return out
 
@@ -155,7 +159,7 @@ def _last_read_entities(hass: HomeAssistant, entry: MockConfigEntry) -> dict[str
 
 
 class _StateWatch:
-    """Times the writes of ``Last reading`` states for one expected reading per meter."""
+    """Times the writes of ``Reporting`` states for one expected reading per meter."""
 
     def __init__(self, hass: HomeAssistant, entry: MockConfigEntry) -> None:
         self.coordinator = entry.runtime_data.coordinator
@@ -163,7 +167,7 @@ class _StateWatch:
         self.pending: set[str] = set()
         self.stamp = 0
         self.first = self.last = 0.0
-        self.writes = 0  # every Last reading state written (any meter, any reading)
+        self.writes = 0  # every Reporting state written (any meter, any reading)
         self.done = asyncio.Event()
         entities = set(self.by_entity)
 

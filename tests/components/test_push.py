@@ -38,7 +38,7 @@ from ekmsim.fleet import (
 from ekmsim.mqtt import MqttSimulator
 
 PUSH_SENSOR = "binary_sensor.demo_push3_push_connected"  # the demo gateway is "Demo Push3"
-LAST_READ = f"sensor.omnimeter_{DEMO_METER}_last_reading"
+LAST_READ = f"binary_sensor.omnimeter_{DEMO_METER}_reporting"  # written with every reading
 V3_ON_DEMO_GATEWAY = "000000010388"
 OFF_GATEWAY = "000300000001"
 
