@@ -7,7 +7,7 @@ event loop as Home Assistant, so the wall times include the broker's work and bo
 ends; a real broker is far away and only the client half is ours.
 
 * ``latency``: from just before the broker publishes a realtime message until the
-  ``Last reading`` state of every meter in it is written, p50/p99; one meter per message
+  ``Reporting`` state of every meter in it is written, p50/p99; one meter per message
   (1-meter install) and 100 meters per message (one gateway with 100 meters), plus one
   meter per message in that 100-meter install (the cost of an update grows with it).
   ``handled`` is until the integration's callbacks for the message have all run.
@@ -464,7 +464,7 @@ def test_zz_table() -> None:
     results = json.loads(RESULTS.read_text())
     lines = [
         "",
-        "publish -> Last reading state of every meter in the message (ms); 'handled': until",
+        "publish -> Reporting state of every meter in the message (ms); 'handled': until",
         "the integration's callbacks for the message are done (loop free again)",
         "  case                              msgs  lost     p50      p99      max  handled50",
     ]
