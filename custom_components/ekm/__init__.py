@@ -338,7 +338,7 @@ def async_sync_devices(
             manufacturer=MANUFACTURER,
             model="ioStack" if is_iostack else model_name(model_code, protocol),
             model_id=model_code,
-            name=info.name or f"{'ioStack' if is_iostack else 'Omnimeter'} {address}",
+            name=info.display_name,
             serial_number=address,
             sw_version=reading.text("Firmware") if reading else None,
             via_device_id=gateway_ids.get(info.gateway_mac or "", hub_id),

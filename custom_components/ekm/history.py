@@ -479,7 +479,7 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
     def _name(self, address: str) -> str:
         """The meter's name as its device shows it (the statistic names follow it)."""
         device = self.cloud.data.devices.get(address)
-        return device.name if device and device.name else f"Omnimeter {address}"
+        return device.display_name if device else f"Omnimeter {address.lstrip('0')}"
 
     def _snapshot(self) -> dict[str, MeterHistory]:
         return {a: _public(m) for a, m in self.meters.items()}

@@ -40,8 +40,8 @@ from ekmsim.fleet import (
     SimClock,
 )
 
-RELAY_1 = f"switch.omnimeter_{DEMO_METER}_relay_1"
-RELAY_2 = f"switch.omnimeter_{DEMO_METER}_relay_2"
+RELAY_1 = f"switch.omnimeter_{int(DEMO_METER)}_relay_1"
+RELAY_2 = f"switch.omnimeter_{int(DEMO_METER)}_relay_2"
 V3_ON_DEMO_GATEWAY = "000000010388"
 OFF_GATEWAY = "000300000001"  # a v4 meter on no Push3 gateway
 
@@ -133,9 +133,9 @@ async def test_relay_switches_only_where_the_cloud_can_switch(
     """v4/v5 meters behind a Push3 get relays; a v3 meter and a meter on no gateway don't."""
     assert hass.states.get(RELAY_1).state == "off"
     assert hass.states.get(RELAY_1).attributes["pending"] is False
-    assert hass.states.get("switch.omnimeter_000000015635_relay_1").state == "on"  # v5
-    assert hass.states.get(f"switch.omnimeter_{V3_ON_DEMO_GATEWAY}_relay_1") is None
-    assert hass.states.get(f"switch.omnimeter_{OFF_GATEWAY}_relay_1") is None
+    assert hass.states.get("switch.omnimeter_15635_relay_1").state == "on"  # v5
+    assert hass.states.get(f"switch.omnimeter_{int(V3_ON_DEMO_GATEWAY)}_relay_1") is None
+    assert hass.states.get(f"switch.omnimeter_{int(OFF_GATEWAY)}_relay_1") is None
 
 
 async def test_relay_on_pending_then_confirmed_by_realtime(

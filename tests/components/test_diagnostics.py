@@ -77,7 +77,7 @@ async def test_cloud_meter_device_diagnostics(
     fleet: Fleet,
 ) -> None:
     """A meter's own diagnostics: its device, newest reading, staleness, pending relays."""
-    relay = f"switch.omnimeter_{DEMO_METER}_relay_1"
+    relay = f"switch.omnimeter_{int(DEMO_METER)}_relay_1"
     await hass.services.async_call("switch", "turn_on", {"entity_id": relay}, blocking=True)
     device = _device(hass, loaded_entry, DEMO_METER)
     diagnostics = await get_diagnostics_for_device(hass, hass_client, loaded_entry, device)

@@ -176,7 +176,7 @@ async def test_backfill_every_hour_across_dst(
     assert meta["statistics_unit_of_measurement"] == "kWh"
     assert meta["unit_class"] == "energy"
     # The progress sensor.
-    state = hass.states.get("sensor.omnimeter_000000010389_history_imported_until")
+    state = hass.states.get("sensor.omnimeter_10389_history_imported_until")
     assert state is not None
     assert datetime.fromisoformat(state.state) == NOW
     assert state.attributes["progress"] == 100.0
@@ -250,7 +250,7 @@ async def test_history_off_and_statistics_kept_on_unload(
     await hass.async_block_till_done(wait_background_tasks=True)
     assert entry.runtime_data.history is None
     assert cloud.requests["summary"] == 0
-    progress = hass.states.get("sensor.omnimeter_000000010389_history_imported_until")
+    progress = hass.states.get("sensor.omnimeter_10389_history_imported_until")
     assert progress is None or progress.attributes.get("restored")
 
 
@@ -289,7 +289,7 @@ async def test_replaced_meter_repair_flow(
     """A lower register: unavailable, then a repair issue; confirmed, the sensor goes on."""
     hass = hass_ny
     history = await setup_entry(hass, entry)
-    sensor = "sensor.omnimeter_000000010389_energy_imported"
+    sensor = "sensor.omnimeter_10389_energy_imported"
     assert float(hass.states.get(sensor).state) > 100
     fleet.replace_registers(DEMO_METER, initial_kwh=2.0)
     coordinator = entry.runtime_data.coordinator

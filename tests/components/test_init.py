@@ -31,8 +31,8 @@ from ekmsim.cloud import CloudSimulator
 from ekmsim.fleet import DEMO_GATEWAY_MAC, DEMO_METER, Fleet, SimMeter
 from tests.components.bus_helpers import BUS_V3, BUS_V4, setup_bus_entry, virtual_bus
 
-DEMO_POWER = "sensor.omnimeter_000000010389_power"
-DEMO_IMPORT = "sensor.omnimeter_000000010389_energy_imported"
+DEMO_POWER = "sensor.omnimeter_10389_power"
+DEMO_IMPORT = "sensor.omnimeter_10389_energy_imported"
 
 
 async def _refresh(hass: HomeAssistant, entry: MockConfigEntry) -> None:
@@ -179,7 +179,7 @@ async def test_stale_meter_unavailable(
     fleet: Fleet,
     freezer: FrozenDateTimeFactory,
 ) -> None:
-    reporting = "binary_sensor.omnimeter_000000010389_reporting"
+    reporting = "binary_sensor.omnimeter_10389_reporting"
     assert hass.states.get(reporting).state == "on"
     fleet.meters[DEMO_METER].responsive = False
     freezer.tick(timedelta(minutes=15))
@@ -187,7 +187,7 @@ async def test_stale_meter_unavailable(
     assert hass.states.get(DEMO_POWER).state == STATE_UNAVAILABLE
     assert hass.states.get(reporting).state == "off"
     # The other meters keep reporting.
-    assert hass.states.get("sensor.omnimeter_000000010388_power").state != STATE_UNAVAILABLE
+    assert hass.states.get("sensor.omnimeter_10388_power").state != STATE_UNAVAILABLE
     fleet.meters[DEMO_METER].responsive = True
     freezer.tick(timedelta(minutes=1))
     await _refresh(hass, loaded_entry)
@@ -216,7 +216,7 @@ async def test_new_and_removed_meters(
         )
         is not None
     )
-    assert hass.states.get("sensor.omnimeter_000000077777_power") is not None
+    assert hass.states.get("sensor.omnimeter_77777_power") is not None
     assert (
         device_registry.async_get_device_by_identifier((DOMAIN, removed), loaded_entry.entry_id)
         is None
@@ -405,3 +405,28 @@ async def test_excluded_meter_can_be_deleted_and_gone_meters_are_removed(
         device_registry.async_get_device_by_identifier((DOMAIN, solar), loaded_entry.entry_id)
         is None
     )
+
+
+async def test_devices_are_named_to_tell_apart(
+    hass: HomeAssistant, cloud: CloudSimulator, fleet: Fleet, entry: MockConfigEntry
+) -> None:
+    """EKM's own name where the account has one; else the address without its zeros."""
+    cloud.faults.account_extra = {
+        "meters": [
+            {"address": a, "name": "Water heater"} if a == DEMO_METER else {"address": a}
+            for a in sorted(fleet.meters)
+        ]
+    }
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    registry = dr.async_get(hass)
+    names = {
+        address: device.name
+        for address in fleet.meters
+        if (device := registry.async_get_device_by_identifier((DOMAIN, address), entry.entry_id))
+    }
+    assert names[DEMO_METER] == "Water heater"
+    assert names["000000010388"] == "Omnimeter 10388"
+    assert names["000300000001"] == "Omnimeter 300000001"
+    assert hass.states.get("sensor.water_heater_power") is not None

@@ -26,9 +26,9 @@ from custom_components.ekm.const import CONF_HISTORY, CONF_SERVER, DOMAIN
 from ekmsim.cloud import CloudSimulator
 from ekmsim.fleet import DEMO_ACCOUNT_KEY, DEMO_METER, Fleet, SimClock
 
-RELAY_1 = f"switch.omnimeter_{DEMO_METER}_relay_1"
-REPORTING = f"binary_sensor.omnimeter_{DEMO_METER}_reporting"
-LAST_READ = f"sensor.omnimeter_{DEMO_METER}_last_reading"
+RELAY_1 = f"switch.omnimeter_{int(DEMO_METER)}_relay_1"
+REPORTING = f"binary_sensor.omnimeter_{int(DEMO_METER)}_reporting"
+LAST_READ = f"sensor.omnimeter_{int(DEMO_METER)}_last_reading"
 
 
 @pytest.fixture(autouse=True)
@@ -163,7 +163,7 @@ async def test_relay_and_reporting_changes_are_logged(
     assert [e for e in entries if e[0] == REPORTING] == [(REPORTING, "off"), (REPORTING, "on")]
     # While the meter was stale its relays were unavailable (a change worth an entry);
     # none of its sensors made one.
-    relay_2 = f"switch.omnimeter_{DEMO_METER}_relay_2"
+    relay_2 = f"switch.omnimeter_{int(DEMO_METER)}_relay_2"
     assert {e for e in entries[1:] if e[0] != REPORTING} == {
         (RELAY_1, "unavailable"),
         (RELAY_1, "on"),

@@ -38,7 +38,7 @@ from ekmsim.fleet import (
 from ekmsim.mqtt import MqttSimulator
 
 PUSH_SENSOR = "binary_sensor.demo_push3_push_connected"  # the demo gateway is "Demo Push3"
-LAST_READ = f"binary_sensor.omnimeter_{DEMO_METER}_reporting"  # written with every reading
+LAST_READ = f"binary_sensor.omnimeter_{int(DEMO_METER)}_reporting"  # written with every reading
 V3_ON_DEMO_GATEWAY = "000000010388"
 OFF_GATEWAY = "000300000001"
 
@@ -131,7 +131,7 @@ async def test_message_reaches_entity_state(
     newest = int(_read_time(fleet, DEMO_METER))
     await until(hass, lambda: _last_read_ms(hass) == newest)
     expected = float(fleet.history(DEMO_METER)[-1]["kWh_Tot"])
-    state = hass.states.get(f"sensor.omnimeter_{DEMO_METER}_total_energy")
+    state = hass.states.get(f"sensor.omnimeter_{int(DEMO_METER)}_total_energy")
     assert state is not None and float(state.state) == pytest.approx(expected)
     # Pushed, not polled: the Realtime API was not asked.
     assert cloud.requests["readMeter"] == 0
@@ -214,7 +214,7 @@ async def test_rejected_key_raises_repair_issue(
     await until(hass, lambda: issue_registry.async_get_issue(DOMAIN, issue) is not None)
     assert _state(hass, PUSH_SENSOR) == "off"
     # Polling goes on for the gateway's meters.
-    assert _state(hass, f"sensor.omnimeter_{DEMO_METER}_power") != STATE_UNAVAILABLE
+    assert _state(hass, f"sensor.omnimeter_{int(DEMO_METER)}_power") != STATE_UNAVAILABLE
 
     # The user removes the key in the options: the issue goes away.
     result = await hass.config_entries.options.async_init(entry.entry_id)
@@ -236,12 +236,12 @@ async def test_rejected_key_raises_repair_issue(
 async def test_malformed_and_oversized_payloads_ignored(
     hass: HomeAssistant, push_entry: MockConfigEntry, fleet: Fleet, broker: MqttSimulator
 ) -> None:
-    before = hass.states.get(f"sensor.omnimeter_{DEMO_METER}_total_energy")
+    before = hass.states.get(f"sensor.omnimeter_{int(DEMO_METER)}_total_energy")
     await broker.publish_faults(DEMO_GATEWAY_KEY)
     await broker.publish_raw(DEMO_GATEWAY_KEY, b'{"meter_000000010389": {"kWh_Tot": "-"}}')
     await asyncio.sleep(0.2)
     await hass.async_block_till_done()
-    after = hass.states.get(f"sensor.omnimeter_{DEMO_METER}_total_energy")
+    after = hass.states.get(f"sensor.omnimeter_{int(DEMO_METER)}_total_energy")
     assert before is not None and after is not None and after.state == before.state
     assert _state(hass, PUSH_SENSOR) == "on"
     # The stream still works.
@@ -260,12 +260,12 @@ async def test_partial_message_keeps_other_fields(
     payload = f'{{"meter_{DEMO_METER}": {{"kWh_Tot": "{total}", "Time_Stamp_UTC_ms": {stamp}}}}}'
     await broker.publish_raw(DEMO_GATEWAY_KEY, payload.encode())
     await until(hass, lambda: _last_read_ms(hass) == stamp)
-    state = hass.states.get(f"sensor.omnimeter_{DEMO_METER}_total_energy")
+    state = hass.states.get(f"sensor.omnimeter_{int(DEMO_METER)}_total_energy")
     assert state is not None and float(state.state) == pytest.approx(total)
-    imported = hass.states.get(f"sensor.omnimeter_{DEMO_METER}_energy_imported")
+    imported = hass.states.get(f"sensor.omnimeter_{int(DEMO_METER)}_energy_imported")
     rev = float(reading.values["Rev_kWh_Tot"])
     assert imported is not None and float(imported.state) == pytest.approx(total - rev)
-    assert _state(hass, f"sensor.omnimeter_{DEMO_METER}_voltage_l1") != STATE_UNAVAILABLE
+    assert _state(hass, f"sensor.omnimeter_{int(DEMO_METER)}_voltage_l1") != STATE_UNAVAILABLE
 
 
 async def test_unload_leaves_nothing_running(
@@ -478,7 +478,7 @@ async def test_relay_confirmed_by_pushed_reading(
     hass: HomeAssistant, push_entry: MockConfigEntry, cloud: CloudSimulator, fleet: Fleet
 ) -> None:
     """With push on, the gateway's own report after the command confirms it: no poll."""
-    relay = f"switch.omnimeter_{DEMO_METER}_relay_1"
+    relay = f"switch.omnimeter_{int(DEMO_METER)}_relay_1"
     cloud.faults.command_delay_s = 0
     cloud.reset_counts()
     await hass.services.async_call("switch", "turn_on", {"entity_id": relay}, blocking=True)

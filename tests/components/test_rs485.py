@@ -147,7 +147,7 @@ async def test_flow_single_meter_wildcard(
         assert result["type"] is FlowResultType.CREATE_ENTRY
         assert result["data"][CONF_METERS] == {V5: {"protocol": "v4", "poll": WILDCARD_ADDRESS}}
         await hass.async_block_till_done()
-        assert _state(hass, f"sensor.omnimeter_{V5}_total_energy") != STATE_UNAVAILABLE
+        assert _state(hass, f"sensor.omnimeter_{int(V5)}_total_energy") != STATE_UNAVAILABLE
         assert await hass.config_entries.async_unload(result["result"].entry_id)
 
 
@@ -295,23 +295,23 @@ async def test_entities_per_model(
     device_registry: dr.DeviceRegistry,
 ) -> None:
     snapshot = fleet.meters[V4].snapshot()
-    assert float(_state(hass, f"sensor.omnimeter_{V4}_total_energy")) == pytest.approx(
+    assert float(_state(hass, f"sensor.omnimeter_{int(V4)}_total_energy")) == pytest.approx(
         float(snapshot["kWh_Tot"]), abs=0.02
     )
-    assert _state(hass, f"switch.omnimeter_{V4}_relay_1") == "off"
-    assert _state(hass, f"select.omnimeter_{V4}_ct_ratio") == str(snapshot["CT_Ratio"])
-    assert float(_state(hass, f"number.omnimeter_{V4}_pulse_input_ratio_1")) == 1
-    assert _state(hass, f"select.omnimeter_{V4}_maximum_demand_auto_reset") == "off"
-    assert hass.states.get(f"button.omnimeter_{V4}_zero_resettable_energy") is not None
+    assert _state(hass, f"switch.omnimeter_{int(V4)}_relay_1") == "off"
+    assert _state(hass, f"select.omnimeter_{int(V4)}_ct_ratio") == str(snapshot["CT_Ratio"])
+    assert float(_state(hass, f"number.omnimeter_{int(V4)}_pulse_input_ratio_1")) == 1
+    assert _state(hass, f"select.omnimeter_{int(V4)}_maximum_demand_auto_reset") == "off"
+    assert hass.states.get(f"button.omnimeter_{int(V4)}_zero_resettable_energy") is not None
     # A v3 meter: sensors, clock and demand, no relays or v4-only settings.
-    assert float(_state(hass, f"sensor.omnimeter_{V3}_total_energy")) > 0
-    assert hass.states.get(f"button.omnimeter_{V3}_sync_clock") is not None
-    assert hass.states.get(f"select.omnimeter_{V3}_ct_ratio") is not None
+    assert float(_state(hass, f"sensor.omnimeter_{int(V3)}_total_energy")) > 0
+    assert hass.states.get(f"button.omnimeter_{int(V3)}_sync_clock") is not None
+    assert hass.states.get(f"select.omnimeter_{int(V3)}_ct_ratio") is not None
     for missing in (
-        f"switch.omnimeter_{V3}_relay_1",
-        f"number.omnimeter_{V3}_pulse_input_ratio_1",
-        f"button.omnimeter_{V3}_zero_resettable_energy",
-        f"sensor.omnimeter_{V3}_frequency",
+        f"switch.omnimeter_{int(V3)}_relay_1",
+        f"number.omnimeter_{int(V3)}_pulse_input_ratio_1",
+        f"button.omnimeter_{int(V3)}_zero_resettable_energy",
+        f"sensor.omnimeter_{int(V3)}_frequency",
     ):
         assert entity_registry.async_get(missing) is None, missing
     hub = device_registry.async_get_device_by_identifier(
@@ -320,14 +320,14 @@ async def test_entities_per_model(
     meter = device_registry.async_get_device_by_identifier((DOMAIN, V4), loaded_bus.entry_id)
     assert hub is not None and meter is not None and meter.via_device_id == hub.id
     assert meter.model == "Omnimeter Pulse v.4"
-    last_read = entity_registry.async_get(f"sensor.omnimeter_{V4}_last_reading")
+    last_read = entity_registry.async_get(f"sensor.omnimeter_{int(V4)}_last_reading")
     assert last_read is not None and last_read.disabled_by is er.RegistryEntryDisabler.INTEGRATION
 
 
 async def test_relay_switching_seen_in_state_out(
     hass: HomeAssistant, loaded_bus: MockConfigEntry, fleet: Fleet
 ) -> None:
-    relay_2 = f"switch.omnimeter_{V4}_relay_2"
+    relay_2 = f"switch.omnimeter_{int(V4)}_relay_2"
     await hass.services.async_call("switch", "turn_on", {"entity_id": relay_2}, blocking=True)
     assert fleet.meters[V4].relays == [False, True]
     assert _state(hass, relay_2) == "on"
@@ -341,7 +341,7 @@ async def test_relay_switching_seen_in_state_out(
 async def test_set_relay_action_with_duration(
     hass: HomeAssistant, loaded_bus: MockConfigEntry, fleet: Fleet, bus: VirtualBus
 ) -> None:
-    relay_1 = f"switch.omnimeter_{V4}_relay_1"
+    relay_1 = f"switch.omnimeter_{int(V4)}_relay_1"
     await hass.services.async_call(
         DOMAIN, "set_relay", {"entity_id": relay_1, "state": "on", "duration": 30}, blocking=True
     )
@@ -367,7 +367,7 @@ async def test_wrong_password(hass: HomeAssistant, port: str, fleet: Fleet) -> N
     await hass.async_block_till_done()
     with pytest.raises(HomeAssistantError) as raised:
         await hass.services.async_call(
-            "switch", "turn_on", {"entity_id": f"switch.omnimeter_{V4}_relay_1"}, blocking=True
+            "switch", "turn_on", {"entity_id": f"switch.omnimeter_{int(V4)}_relay_1"}, blocking=True
         )
     assert raised.value.translation_key == "wrong_password"
     assert fleet.meters[V4].relays == [False, False]
@@ -391,7 +391,7 @@ async def test_no_ack_is_command_failed(
         await hass.services.async_call(
             "button",
             "press",
-            {"entity_id": f"button.omnimeter_{V4}_reset_maximum_demand"},
+            {"entity_id": f"button.omnimeter_{int(V4)}_reset_maximum_demand"},
             blocking=True,
         )
 
@@ -401,14 +401,14 @@ async def test_buttons_selects_numbers(
 ) -> None:
     meter = fleet.meters[V4]
     await hass.services.async_call(
-        "button", "press", {"entity_id": f"button.omnimeter_{V4}_sync_clock"}, blocking=True
+        "button", "press", {"entity_id": f"button.omnimeter_{int(V4)}_sync_clock"}, blocking=True
     )
     assert bus.commands[-1].accepted
     meter.advance(meter.clock.now() if meter.clock else 0)
     await hass.services.async_call(
         "button",
         "press",
-        {"entity_id": f"button.omnimeter_{V4}_zero_resettable_energy"},
+        {"entity_id": f"button.omnimeter_{int(V4)}_zero_resettable_energy"},
         blocking=True,
     )
     reading = loaded_bus.runtime_data.coordinator.data.readings[V4]
@@ -416,39 +416,39 @@ async def test_buttons_selects_numbers(
     await hass.services.async_call(
         "button",
         "press",
-        {"entity_id": f"button.omnimeter_{V4}_reset_maximum_demand"},
+        {"entity_id": f"button.omnimeter_{int(V4)}_reset_maximum_demand"},
         blocking=True,
     )
     await hass.services.async_call(
         "select",
         "select_option",
-        {"entity_id": f"select.omnimeter_{V4}_ct_ratio", "option": "400"},
+        {"entity_id": f"select.omnimeter_{int(V4)}_ct_ratio", "option": "400"},
         blocking=True,
     )
     assert meter.ct_ratio == 400
-    assert _state(hass, f"select.omnimeter_{V4}_ct_ratio") == "400"
+    assert _state(hass, f"select.omnimeter_{int(V4)}_ct_ratio") == "400"
     await hass.services.async_call(
         "select",
         "select_option",
-        {"entity_id": f"select.omnimeter_{V4}_maximum_demand_period", "option": "30_minutes"},
+        {"entity_id": f"select.omnimeter_{int(V4)}_maximum_demand_period", "option": "30_minutes"},
         blocking=True,
     )
     assert meter.max_demand_period == 2
     await hass.services.async_call(
         "number",
         "set_value",
-        {"entity_id": f"number.omnimeter_{V4}_pulse_input_ratio_2", "value": 250},
+        {"entity_id": f"number.omnimeter_{int(V4)}_pulse_input_ratio_2", "value": 250},
         blocking=True,
     )
     assert meter.pulse_ratios[1] == 250
-    assert float(_state(hass, f"number.omnimeter_{V4}_pulse_input_ratio_2")) == 250
+    assert float(_state(hass, f"number.omnimeter_{int(V4)}_pulse_input_ratio_2")) == 250
 
 
 @pytest.mark.parametrize("fault", ["crc", "truncate", "silence", "collision"])
 async def test_corrupted_frames_never_reach_entities(
     hass: HomeAssistant, loaded_bus: MockConfigEntry, bus: VirtualBus, fault: str
 ) -> None:
-    total = f"sensor.omnimeter_{V4}_total_energy"
+    total = f"sensor.omnimeter_{int(V4)}_total_energy"
     before = float(_state(hass, total))
     setattr(bus.faults, fault, 1.0)
     await _refresh(hass, loaded_bus)
@@ -468,14 +468,14 @@ async def test_noise_echo_and_garbage_are_tolerated(
     bus.faults.garbage = 1.0
     await _refresh(hass, loaded_bus)
     assert loaded_bus.runtime_data.coordinator.last_update_success
-    shown = float(_state(hass, f"sensor.omnimeter_{V4}_total_energy"))
+    shown = float(_state(hass, f"sensor.omnimeter_{int(V4)}_total_energy"))
     assert shown == pytest.approx(float(fleet.meters[V4].snapshot()["kWh_Tot"]), abs=0.02)
 
 
 async def test_port_disappears_and_comes_back(
     hass: HomeAssistant, loaded_bus: MockConfigEntry, bus: VirtualBus
 ) -> None:
-    power = f"sensor.omnimeter_{V4}_power"
+    power = f"sensor.omnimeter_{int(V4)}_power"
     await bus.unplug()
     await _refresh(hass, loaded_bus)
     assert _state(hass, power) == STATE_UNAVAILABLE
@@ -490,7 +490,7 @@ async def test_one_silent_meter_goes_stale_alone(
     fleet.meters[V3].responsive = False
     await _refresh(hass, loaded_bus)
     assert loaded_bus.runtime_data.coordinator.last_update_success
-    assert _state(hass, f"sensor.omnimeter_{V4}_power") != STATE_UNAVAILABLE
+    assert _state(hass, f"sensor.omnimeter_{int(V4)}_power") != STATE_UNAVAILABLE
     assert "NoResponse" in loaded_bus.runtime_data.coordinator.errors[V3]
 
 

@@ -24,7 +24,7 @@ from tests.components.bus_helpers import BUS_V4, setup_bus_entry, virtual_bus
 
 
 def _state(hass: HomeAssistant, address: str, name: str) -> State:
-    state = hass.states.get(f"sensor.omnimeter_{address}_{name}")
+    state = hass.states.get(f"sensor.omnimeter_{int(address)}_{name}")
     assert state is not None, name
     return state
 
@@ -61,7 +61,7 @@ async def test_v4_meter_states(
     pf = _state(hass, DEMO_METER, "power_factor_l1")
     assert pf.attributes["unit_of_measurement"] == "%"
     assert 0 <= float(pf.state) <= 100
-    reporting = hass.states.get(f"binary_sensor.omnimeter_{DEMO_METER}_reporting")
+    reporting = hass.states.get(f"binary_sensor.omnimeter_{int(DEMO_METER)}_reporting")
     assert reporting is not None and reporting.state == "on"
     newest = loaded_entry.runtime_data.coordinator.data.readings[DEMO_METER].timestamp
     assert reporting.attributes["last_reading"] == newest
@@ -81,11 +81,11 @@ async def test_disabled_by_default(
         "maximum_demand_period",
         "last_reading",  # a logbook entry per read: the Reporting sensor shows it instead
     ):
-        entity = entity_registry.async_get(f"sensor.omnimeter_{DEMO_METER}_{name}")
+        entity = entity_registry.async_get(f"sensor.omnimeter_{int(DEMO_METER)}_{name}")
         assert entity is not None, name
         assert entity.disabled_by is er.RegistryEntryDisabler.INTEGRATION
     for name in ("voltage_l1", "current_l1", "power", "energy_imported", "reactive_energy"):
-        entity = entity_registry.async_get(f"sensor.omnimeter_{DEMO_METER}_{name}")
+        entity = entity_registry.async_get(f"sensor.omnimeter_{int(DEMO_METER)}_{name}")
         assert entity is not None and entity.disabled_by is None, name
 
 
@@ -95,7 +95,7 @@ async def test_v3_meter_has_only_v3_sensors(
     v3 = "000000010388"
     assert float(_state(hass, v3, "total_energy").state) > 0
     for missing in ("frequency", "reactive_power", "reactive_energy", "energy_l1"):
-        assert entity_registry.async_get(f"sensor.omnimeter_{v3}_{missing}") is None
+        assert entity_registry.async_get(f"sensor.omnimeter_{int(v3)}_{missing}") is None
 
 
 async def test_solar_meter_exports(
@@ -144,7 +144,7 @@ async def test_restored_total_guards_restart(
     hass: HomeAssistant, entry: MockConfigEntry, fleet: Fleet
 ) -> None:
     """A total lower than the one shown before a restart stays unavailable."""
-    entity_id = f"sensor.omnimeter_{DEMO_METER}_total_energy"
+    entity_id = f"sensor.omnimeter_{int(DEMO_METER)}_total_energy"
     mock_restore_cache_with_extra_data(
         hass,
         [
@@ -158,7 +158,7 @@ async def test_restored_total_guards_restart(
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
     assert hass.states.get(entity_id).state == STATE_UNAVAILABLE
-    assert hass.states.get(f"sensor.omnimeter_{DEMO_METER}_power").state != STATE_UNAVAILABLE
+    assert hass.states.get(f"sensor.omnimeter_{int(DEMO_METER)}_power").state != STATE_UNAVAILABLE
 
 
 def test_reading_helpers() -> None:
@@ -178,7 +178,7 @@ async def test_diagnostic_settings_when_enabled(
     names = ("ct_ratio", "maximum_demand_period", "firmware")
     for name in names:
         entity_registry.async_update_entity(
-            f"sensor.omnimeter_{DEMO_METER}_{name}", disabled_by=None
+            f"sensor.omnimeter_{int(DEMO_METER)}_{name}", disabled_by=None
         )
     await hass.config_entries.async_reload(loaded_entry.entry_id)
     await hass.async_block_till_done()

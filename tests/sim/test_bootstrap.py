@@ -25,7 +25,7 @@ from ekmsim.fleet import (
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "dev" / "bootstrap_ha.py"
 POWER = {
-    address: f"sensor.omnimeter_{address}_power"
+    address: f"sensor.omnimeter_{int(address)}_power"
     for address in (
         DEMO_GRID_METER, DEMO_SOLAR_METER, DEMO_SUBPANEL_METER, DEMO_WATER_HEATER_METER
     )

@@ -107,6 +107,18 @@ class DeviceInfo:
     gateway_mac: str | None = None
     name: str | None = None
 
+    @property
+    def display_name(self) -> str:
+        """EKM's name for it, else its kind and address without the leading zeros.
+
+        "Omnimeter 10389" rather than "Omnimeter 000000010389": cards cut long names,
+        and the zeros are what every address shares.
+        """
+        if self.name:
+            return self.name
+        kind = "ioStack" if self.kind is DeviceKind.IOSTACK else "Omnimeter"
+        return f"{kind} {self.address.lstrip('0') or '0'}"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Account:
