@@ -123,6 +123,8 @@ def describe(fleet: Fleet) -> None:
         say(f"API token ({'READ/WRITE' if token.write else 'READ'}): {token.token}")
     for gw in fleet.gateways.values():
         say(f"gateway {gw.mac} ({gw.name}) key: {gw.key}  meters: {' '.join(gw.meters)}")
+    for key, address in fleet.meter_keys.items():
+        say(f"meter {address} key: {key}  (this meter only)")
     loose = sorted(a for a, m in fleet.meters.items() if m.gateway_mac is None)
     if loose:
         say(f"meters without a gateway: {' '.join(loose)}")

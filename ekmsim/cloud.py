@@ -11,6 +11,8 @@
 # The shapes follow shared/docs/ekm-cloud-api.md §2, §3, §5 and §8. Faults (latency, HTTP
 # errors, malformed bodies, rate limits, bad reads, no Summary V2) are changed at runtime
 # through ``CloudSimulator.faults`` or over HTTP under ``/_sim/`` (see ADMIN_HELP).
+# Every API shows a key what Fleet says it may see: an account key everything, a gateway
+# key its gateway and meters, a meter key its meter only (no gateway; key_type "meter").
 
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ shared/docs/ekm-cloud-api.md §6, §7 and §13; what EKM does not document is in
   not reach is 403 (not 404: the trigger exists). Any unknown trigger id is 404.
 * Key rules as the read APIs: no key 401; an unknown or revoked key 403; a gateway key
   reaches only its own gateway (403); an account key naming an unknown gateway is 400.
+  A meter key (a tenant's) may not command any gateway, its own meter's neither, nor
+  read or change triggers: 403 (Fleet's key comment).
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ class ControlApi:
             _check_token(fleet, token)
         elif faults.command_token_required:
             raise _Refused(401, TOKEN_REQUIRED)
-        if fleet.key_type(key) is None:
+        if fleet.key_type(key) in (None, "meter"):
             raise _Refused(403, INVALID_KEY_OR_TOKEN if sent else INVALID_KEY)
         gateway = _command_gateway(fleet, key, request.query.get("gateway"))
         command = _parse_command(body, gateway, fleet.clock.now())
@@ -181,7 +183,7 @@ class ControlApi:
         key = query.get("key", "")
         if not key:
             raise _Refused(401, KEY_REQUIRED)
-        if fleet.key_type(key) is None:
+        if fleet.key_type(key) in (None, "meter"):
             raise _Refused(403, INVALID_KEY_OR_TOKEN)
         if method != "GET" and not known.write:
             raise _Refused(403, INVALID_KEY_OR_TOKEN)
@@ -275,7 +277,7 @@ def _reachable(fleet: Fleet, key: str, text: str, forbidden: str = INVALID_KEY) 
     mac = normalize_mac(text)
     if mac is None:
         raise _Refused(400, "Invalid gateway MAC address")
-    if fleet.key_type(key) == "gateway":
+    if fleet.key_type(key) != "account":  # a gateway key (meter keys never get here)
         mine = fleet.gateways_for_key(key)
         if not any(gw.mac == mac for gw in mine):
             raise _Refused(403, forbidden)

@@ -59,6 +59,9 @@ DEMO_ACCOUNT_KEY: Final = "MTAxMDoyMDIw"
 DEMO_GATEWAY_MAC: Final = "4016fa0500cd"
 DEMO_GATEWAY_KEY: Final = "NjUyNjk0MzY6KDkkPVtXLUpQZyFmaDBrYTlJ"
 DEMO_METER: Final = "000000010389"
+# The demo meter's own key (a per-meter key, as a landlord gives each tenant one):
+# meter_key(20010389, "Tenant-Key-10389"), the simulator's invention like the gateway keys.
+DEMO_METER_KEY: Final = "MjAwMTAzODk6VGVuYW50LUtleS0xMDM4OQ"
 # The demo home (Fleet.demo): the grid connection, the PV production meter, a sub-panel
 # and, on one of its circuits, the water heater (DEMO_METER).
 DEMO_GARAGE_MAC: Final = "4016fa010226"
@@ -481,6 +484,11 @@ class RegisterModel:
 def gateway_key(gateway_id: int, secret: str) -> str:
     """Make a Push3-style gateway key: unpadded base64 of ``id:secret``."""
     return base64.b64encode(f"{gateway_id}:{secret}".encode()).decode().rstrip("=")
+
+
+def meter_key(key_id: int, secret: str) -> str:
+    """Make a per-meter key, shaped as every EKM key: unpadded base64 of ``id:secret``."""
+    return gateway_key(key_id, secret)
 
 
 def meter_time_text(epoch: float, utc_offset_s: float) -> str:
@@ -1057,6 +1065,8 @@ class Fleet:
     host: str = "psrv1.ekmmetering.com"
     timezone: str = "UTC"  # of the stored Date/Time strings
     revoked_keys: set[str] = field(default_factory=set)  # keys and API tokens
+    # Per-meter keys: key -> the 12-digit address of the one meter it opens.
+    meter_keys: dict[str, str] = field(default_factory=dict)
     api_tokens: dict[str, SimToken] = field(default_factory=dict)  # by token
     # The Trigger API's store: gateway MAC -> trigger_uuid -> trigger (every field kept).
     triggers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -1182,6 +1192,7 @@ class Fleet:
             ),
         ):
             fleet.add_meter(meter)
+        fleet.add_meter_key(DEMO_METER_KEY, DEMO_METER)
         fleet.add_token(DEMO_API_TOKEN)
         for gw in fleet.gateways.values():
             fleet.add_trigger(gw.mac, demo_trigger(gw))
@@ -1255,18 +1266,33 @@ class Fleet:
 
     # --- keys ------------------------------------------------------------------------------
 
+    # An account key sees everything; a gateway key one Push3 and its meters (it is also
+    # that gateway's MQTT key); a meter key (a landlord gives each tenant one) sees its
+    # meter only: not the gateway, which would show the other tenants' meters and whose
+    # MQTT key carries every meter's data, and it may not command the gateway (the
+    # Settings and Trigger APIs answer 403). EKM does not document a meter key's exact
+    # scope (ekm-cloud-api.md §1.2); this is the most plausible reading.
+
+    def add_meter_key(self, key: str, address: str) -> None:
+        """Give a meter a key of its own (a meter may have several)."""
+        if address not in self.meters:
+            raise KeyError(f"Unknown meter {address}")
+        self.meter_keys[key] = address
+
     def key_type(self, key: str) -> str | None:
-        """'account', 'gateway', or None for an unknown or revoked key."""
+        """'account', 'gateway', 'meter', or None for an unknown or revoked key."""
         if not key or key in self.revoked_keys:
             return None
         if key == self.account_key:
             return "account"
         if any(gw.key == key for gw in self.gateways.values()):
             return "gateway"
+        if key in self.meter_keys:
+            return "meter"
         return None
 
     def gateways_for_key(self, key: str) -> list[SimGateway]:
-        """Return the gateways a key may see."""
+        """Return the gateways a key may see (none for a meter key)."""
         kind = self.key_type(key)
         if kind == "account":
             return list(self.gateways.values())
@@ -1281,6 +1307,9 @@ class Fleet:
             return sorted(self.meters)
         if kind == "gateway":
             return sorted(a for gw in self.gateways_for_key(key) for a in gw.meters)
+        if kind == "meter":
+            address = self.meter_keys[key]
+            return [address] if address in self.meters else []
         return None
 
     def revoke(self, key: str) -> None:
@@ -1544,6 +1573,7 @@ __all__ = [
     "DEMO_GATEWAY_MAC",
     "DEMO_GRID_METER",
     "DEMO_METER",
+    "DEMO_METER_KEY",
     "DEMO_SOLAR_METER",
     "DEMO_SUBPANEL_METER",
     "DEMO_THREE_PHASE_METER",
@@ -1564,6 +1594,7 @@ __all__ = [
     "default_first_report",
     "demo_trigger",
     "gateway_key",
+    "meter_key",
     "meter_time_text",
     "run_ticker",
 ]

@@ -97,7 +97,7 @@ _SHORTEST_S: Final = {"15": 900, "hr": 1800, "dy": 82800, "wk": 601200, "mo": 24
 HELP: Final = """\
 Error: {problem}
 Parameters (EKM Summary API, simulated):
-  key         account key or gateway key
+  key         account, gateway or meter key
   {meters:<11} meter numbers joined with ~ (leading zeros optional)
   report      15 | hr | dy | wk | mo | range
   start_date  YYYYMMDDhhmm, local to timezone, inclusive
