@@ -8,14 +8,14 @@ import logging
 import pytest
 
 from ekmsim.cloud import CloudSimulator
-from ekmsim.fleet import DEMO_ACCOUNT_KEY, DEMO_API_TOKEN, DEMO_GATEWAY_KEY, Fleet
+from ekmsim.fleet import DEMO_ACCOUNT_KEY, DEMO_API_TOKEN, DEMO_GATEWAY_KEY, DEMO_METER_KEY, Fleet
 
 # The test plugin logs every SQL statement of the recorder at INFO; the history tests
 # write thousands of statistics rows, and that is only noise (and time).
 logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
 
 # Every key the simulated world knows; none may ever reach a log record.
-KNOWN_SECRETS: set[str] = {DEMO_ACCOUNT_KEY, DEMO_GATEWAY_KEY, DEMO_API_TOKEN}
+KNOWN_SECRETS: set[str] = {DEMO_ACCOUNT_KEY, DEMO_GATEWAY_KEY, DEMO_METER_KEY, DEMO_API_TOKEN}
 
 
 class _Recorder(logging.Handler):

@@ -14,12 +14,15 @@ from ekmsim.fleet import (
     DEMO_GATEWAY_KEY,
     DEMO_GATEWAY_MAC,
     DEMO_METER,
+    DEMO_METER_KEY,
     Fleet,
     SimClock,
 )
 
 START = 1_790_000_000.0
 KEY = DEMO_ACCOUNT_KEY
+DEMO_GATEWAY = {"mac_address": DEMO_GATEWAY_MAC, "name": "Demo Push3",
+                "meters": [{"address": DEMO_METER}, {"address": "000000010388"}]}  # fmt: skip
 
 
 @pytest.fixture
@@ -181,6 +184,52 @@ async def test_account_api(http: aiohttp.ClientSession, sim: CloudSimulator) -> 
             "meters": [{"address": DEMO_METER}, {"address": "000000010388"}],
         }
     ]
+
+
+async def test_account_api_by_key_type(http: aiohttp.ClientSession, sim: CloudSimulator) -> None:
+    """Each kind of key sees its own part of the account, key_type says which part."""
+    garage = {"mac_address": "4016fa010226", "name": "Garage Push3",
+              "meters": [{"address": "000000015635"}, {"address": "000000000099"}]}  # fmt: skip
+    for key, kind, gateways, meters in (
+        (KEY, "account", [DEMO_GATEWAY, garage], sorted(sim.fleet.meters)),
+        (DEMO_GATEWAY_KEY, "gateway", [DEMO_GATEWAY], ["000000010388", DEMO_METER]),
+        (DEMO_METER_KEY, "meter", [], [DEMO_METER]),
+    ):
+        for deep in ("true", "false"):
+            status, body = await get(http, sim, "/account/api/account", key=key, deep=deep)
+            assert status == 200
+            assert body["key"] == key
+            assert body["key_type"] == kind
+            assert body["host"] == "psrv1.ekmmetering.com"
+            assert body["meters"] == [{"address": a} for a in meters]
+            expected = gateways if deep == "true" else [{"mac_address": g["mac_address"]}
+                                                        for g in gateways]  # fmt: skip
+            assert body["gateways"] == expected
+    # A meter key sees no gateway at all.
+    _, body = await get(http, sim, "/account/api/gateway", key=DEMO_METER_KEY)
+    assert body == {"gateways": []}
+    status, body = await get(http, sim, "/account/api/gateway", key=DEMO_METER_KEY,
+                             id=DEMO_GATEWAY_MAC)  # fmt: skip
+    assert (status, body["status_code"]) == (400, 1102)
+    sim.fleet.revoke(DEMO_METER_KEY)
+    assert (await get(http, sim, "/account/api/account", key=DEMO_METER_KEY))[0] == 403
+
+
+async def test_realtime_with_a_meter_key(http: aiohttp.ClientSession, sim: CloudSimulator) -> None:
+    status, body = await get(http, sim, "/readMeter", key=DEMO_METER_KEY, meters="10389")
+    assert status == 200
+    [read_set] = body["readMeter"]["ReadSet"]
+    assert read_set["Meter"] == DEMO_METER
+    assert read_set["MAC_Addr"] == DEMO_GATEWAY_MAC  # the read still says where it came from
+    _, body = await get(http, sim, "/readMeter", key=DEMO_METER_KEY)  # no meters: its own
+    assert [s["Meter"] for s in body["readMeter"]["ReadSet"]] == [DEMO_METER]
+    # Its neighbour on the same gateway is refused as for a gateway key's foreign meter.
+    for meters in ("10388", "10389~10388", "99"):
+        status, body = await get(http, sim, "/readMeter", key=DEMO_METER_KEY, meters=meters)
+        assert (status, body["status_code"]) == (400, 1200), meters
+        assert body["message"].startswith("Found invalid meter: 0000000")
+    sim.fleet.revoke(DEMO_METER_KEY)
+    assert (await get(http, sim, "/readMeter", key=DEMO_METER_KEY, meters="10389"))[0] == 403
 
 
 async def test_gateway_api(http: aiohttp.ClientSession, sim: CloudSimulator) -> None:

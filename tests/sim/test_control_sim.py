@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from custom_components.ekm.pyekm.models import MeterReading
-from custom_components.ekm.pyekm.mqtt import EkmPushStream, create_ssl_context
+from custom_components.ekm.pyekm.mqtt import EkmGatewayKeyError, EkmPushStream, create_ssl_context
 from ekmsim.cloud import ADMIN_HELP, ENDPOINTS, CloudSimulator, Faults
 from ekmsim.control import TRIGGER_NOT_FOUND, normalize_mac
 from ekmsim.fleet import (
@@ -21,6 +21,7 @@ from ekmsim.fleet import (
     DEMO_GATEWAY_KEY,
     DEMO_GATEWAY_MAC,
     DEMO_METER,
+    DEMO_METER_KEY,
     Fleet,
     ReadBatch,
     SimClock,
@@ -342,6 +343,54 @@ async def test_keys_and_gateways(http: aiohttp.ClientSession, sim: CloudSimulato
     assert len(log) == 5
     assert all(c.gateway == DEMO_GATEWAY_MAC for c in log)
     assert all("key" not in c.body for c in log)
+
+
+async def test_a_meter_key_commands_nothing(
+    http: aiohttp.ClientSession, sim: CloudSimulator
+) -> None:
+    """A tenant's meter key may not command the gateway, not even its own meter's relay."""
+    body = relay_body()  # the meter the key is for
+    forbidden = (403, {"error": "Unauthorized - invalid key"})
+    assert await send(http, sim, body, key=DEMO_METER_KEY) == forbidden
+    assert await send(http, sim, body, key=DEMO_METER_KEY, gateway=None) == forbidden
+    assert await send(http, sim, relay_body(V5_METER), key=DEMO_METER_KEY,
+                      gateway=GARAGE_MAC) == forbidden  # fmt: skip
+    assert await send(http, sim, body | {"key": DEMO_METER_KEY}, key=None) == forbidden
+    assert await send(http, sim, body, key=DEMO_METER_KEY, token=DEMO_API_TOKEN) == (
+        403,
+        FORBIDDEN,
+    )
+    uid = next(iter(sim.fleet.triggers[DEMO_GATEWAY_MAC]))
+    for method, params in (
+        ("GET", {"gateway": DEMO_GATEWAY_MAC}),
+        ("GET", {"trigger": uid}),
+        ("POST", {"gateway": DEMO_GATEWAY_MAC}),
+        ("PUT", {"trigger": uid}),
+        ("DELETE", {"trigger": uid}),
+    ):
+        answer = await trigger(http, sim, method, {"trigger_name": "x"}, key=DEMO_METER_KEY,
+                               **params)  # fmt: skip
+        assert answer == (403, FORBIDDEN), (method, params)
+    assert await handled(sim) == []
+    assert sim.fleet.meters[DEMO_METER].relays == [False, False]
+    assert len(sim.fleet.triggers[DEMO_GATEWAY_MAC]) == 1
+
+
+async def test_a_meter_key_is_no_mqtt_key(sim: CloudSimulator) -> None:
+    """EKM's broker takes gateway keys only: a meter key cannot follow the gateway."""
+    broker = MqttSimulator(sim.fleet)
+    await broker.start(port=0)
+    try:
+        loop = asyncio.get_running_loop()
+        context: ssl.SSLContext = await loop.run_in_executor(
+            None, create_ssl_context, broker.ca_file
+        )
+        stream = EkmPushStream(DEMO_METER_KEY, server=broker.url, ssl_context=context)
+        with pytest.raises(EkmGatewayKeyError):
+            async with stream.connect():
+                pytest.fail("connected")
+    finally:
+        await broker.stop()
 
 
 def test_normalize_mac() -> None:

@@ -19,6 +19,7 @@ from ekmsim.fleet import (
     DEMO_GATEWAY_MAC,
     DEMO_GRID_METER,
     DEMO_METER,
+    DEMO_METER_KEY,
     DEMO_SOLAR_METER,
     DEMO_SUBPANEL_METER,
     DEMO_THREE_PHASE_METER,
@@ -35,6 +36,7 @@ from ekmsim.fleet import (
     _sky,
     default_first_report,
     gateway_key,
+    meter_key,
     meter_time_text,
     run_ticker,
 )
@@ -487,6 +489,39 @@ def test_demo_fleet_and_keys() -> None:
     fleet.restore(DEMO_GATEWAY_KEY)
     assert fleet.key_type(DEMO_GATEWAY_KEY) == "gateway"
     assert list(fleet.all_addresses()) == sorted(fleet.meters)
+
+
+def test_meter_keys() -> None:
+    """A per-meter key (a tenant's) sees its meter only: no gateway, no other meter."""
+    fleet = demo()
+    assert meter_key(20010389, "Tenant-Key-10389") == DEMO_METER_KEY
+    assert base64.b64decode(DEMO_METER_KEY + "==").decode() == "20010389:Tenant-Key-10389"
+    assert not DEMO_METER_KEY.endswith("=")
+    assert fleet.meter_keys == {DEMO_METER_KEY: DEMO_METER}
+    assert fleet.key_type(DEMO_METER_KEY) == "meter"
+    assert fleet.meters_for_key(DEMO_METER_KEY) == [DEMO_METER]
+    assert fleet.gateways_for_key(DEMO_METER_KEY) == []
+    # Account and gateway keys keep their scopes.
+    assert fleet.meters_for_key(DEMO_GATEWAY_KEY) == ["000000010388", DEMO_METER]
+    assert [gw.mac for gw in fleet.gateways_for_key(DEMO_GATEWAY_KEY)] == [DEMO_GATEWAY_MAC]
+    # More keys, also for a meter on no gateway; revoking one leaves the others.
+    tenant = meter_key(20000099, "Tenant-Key-99")
+    fleet.add_meter_key(tenant, "000000000099")
+    fleet.add_meter_key("bG9vc2U6a2V5", DEMO_THREE_PHASE_METER)
+    assert fleet.meters_for_key(tenant) == ["000000000099"]
+    assert fleet.meters_for_key("bG9vc2U6a2V5") == [DEMO_THREE_PHASE_METER]
+    fleet.revoke(DEMO_METER_KEY)
+    assert fleet.key_type(DEMO_METER_KEY) is None
+    assert fleet.meters_for_key(DEMO_METER_KEY) is None
+    assert fleet.key_type(tenant) == "meter"
+    fleet.restore(DEMO_METER_KEY)
+    assert fleet.meters_for_key(DEMO_METER_KEY) == [DEMO_METER]
+    with pytest.raises(KeyError, match="Unknown meter"):
+        fleet.add_meter_key("x", "000000000001")
+    # A meter that is gone opens nothing (the key stays a meter key).
+    del fleet.meters[DEMO_METER]
+    assert fleet.meters_for_key(DEMO_METER_KEY) == []
+    assert Fleet.generate(3).meter_keys == {}
 
 
 def test_building_a_fleet_by_hand() -> None:

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from ekmsim import __main__ as sim_main
-from ekmsim.fleet import DEMO_ACCOUNT_KEY, DEMO_API_TOKEN, DEMO_GATEWAY_KEY
+from ekmsim.fleet import DEMO_ACCOUNT_KEY, DEMO_API_TOKEN, DEMO_GATEWAY_KEY, DEMO_METER_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,6 +44,7 @@ def test_options_and_fleets(capsys: pytest.CaptureFixture[str]) -> None:
     assert DEMO_GATEWAY_KEY in out
     assert f"API token (READ/WRITE): {DEMO_API_TOKEN}" in out
     assert "meters without a gateway: 000300000001" in out
+    assert f"meter 000000010389 key: {DEMO_METER_KEY}  (this meter only)" in out
 
 
 async def test_run_and_sigterm() -> None:

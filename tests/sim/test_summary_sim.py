@@ -18,6 +18,7 @@ from ekmsim.fleet import (
     DEMO_GATEWAY_KEY,
     DEMO_GATEWAY_MAC,
     DEMO_METER,
+    DEMO_METER_KEY,
     Fleet,
     SimClock,
 )
@@ -567,6 +568,28 @@ async def test_firstlast(http: aiohttp.ClientSession, sim: CloudSimulator, world
     _, _, body = await fetch(http, sim, "/summary/api/v2/firstlast", key=DEMO_GATEWAY_KEY,
                              devices="99")  # fmt: skip
     assert body["status_code"] == 1200
+
+
+async def test_meter_key(http: aiohttp.ClientSession, sim: CloudSimulator) -> None:
+    """A meter key reads its meter's summaries only, and sees no gateway's state."""
+    query = {"report": "hr", **window("202612010000", "202612010100")}
+    rows = await summary(http, sim, key=DEMO_METER_KEY, meters="10389", **query)
+    assert [r["Meter"] for r in rows] == [DEMO_METER]
+    v2 = await summary(http, sim, "/summary/api/v2/meter", key=DEMO_METER_KEY, devices="10389",
+                       **query)  # fmt: skip
+    assert [str(r["Meter"]).zfill(12) for r in v2] == [DEMO_METER]  # V2: a number
+    first = await summary(http, sim, "/summary/api/v2/firstlast", key=DEMO_METER_KEY,
+                          devices="10389")  # fmt: skip
+    assert [str(r["Meter"]).zfill(12) for r in first] == [DEMO_METER]
+    for path, meters in (("/summary", {"meters": f"10389~{V3}"}),
+                         ("/summary/api/v2/meter", {"devices": V3}),
+                         ("/summary/api/v2/firstlast", {"devices": SOLAR})):  # fmt: skip
+        _, _, body = await fetch(http, sim, path, key=DEMO_METER_KEY, **meters, **query)
+        assert body["status_code"] == 1200, path
+    assert await summary(http, sim, "/summary/api/v2/gstat", key=DEMO_METER_KEY) == []
+    _, _, body = await fetch(http, sim, "/summary/api/v2/gstat", key=DEMO_METER_KEY,
+                             gateways=DEMO_GATEWAY_MAC)  # fmt: skip
+    assert body["status_code"] == 1200  # not even its own meter's gateway
 
 
 async def test_gstat(http: aiohttp.ClientSession, sim: CloudSimulator) -> None:
