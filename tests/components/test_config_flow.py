@@ -24,7 +24,14 @@ from custom_components.ekm.const import (
     DOMAIN,
 )
 from ekmsim.cloud import CloudSimulator
-from ekmsim.fleet import DEMO_ACCOUNT_KEY, DEMO_GATEWAY_KEY, DEMO_GATEWAY_MAC, Fleet
+from ekmsim.fleet import (
+    DEMO_ACCOUNT_KEY,
+    DEMO_GATEWAY_KEY,
+    DEMO_GATEWAY_MAC,
+    DEMO_METER,
+    DEMO_METER_KEY,
+    Fleet,
+)
 
 
 async def _start(hass: HomeAssistant) -> str:
@@ -349,3 +356,22 @@ async def test_gateway_key_polling_only(
     assert entry.state is ConfigEntryState.LOADED
     gateway = fleet.gateways[DEMO_GATEWAY_MAC]
     assert set(entry.runtime_data.coordinator.data.devices) == set(gateway.meters)
+
+
+async def test_meter_key_adds_one_meter(
+    hass: HomeAssistant, cloud: CloudSimulator, fleet: Fleet
+) -> None:
+    """A tenant's meter key: that one meter, no push step, no relay switches."""
+    flow_id = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, _user_input(DEMO_METER_KEY, cloud.url)
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == f"EKM Push meter {DEMO_METER}"
+    assert result["data"]["key_type"] == "meter"
+    await hass.async_block_till_done()
+    entry = result["result"]
+    assert entry.state is ConfigEntryState.LOADED
+    assert set(entry.runtime_data.coordinator.data.devices) == {DEMO_METER}
+    assert hass.states.get(f"sensor.omnimeter_{int(DEMO_METER)}_power") is not None
+    assert hass.states.get(f"switch.omnimeter_{int(DEMO_METER)}_relay_1") is None
