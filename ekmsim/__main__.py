@@ -111,7 +111,9 @@ def build_fleet(args: argparse.Namespace) -> Fleet:
             history_len=args.history,
             history_days=args.history_days,
         )
-    fleet = Fleet.demo(clock=clock, interval_s=args.interval, history_days=args.history_days)
+    fleet = Fleet.demo(
+        clock=clock, interval_s=args.interval, history_days=args.history_days, named=True
+    )
     fleet.history_len = args.history
     return fleet
 

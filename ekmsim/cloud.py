@@ -371,7 +371,7 @@ class CloudSimulator:
             "key_type": fleet.key_type(key),
             "host": fleet.host,
             "gateways": gateways,
-            "meters": [{"address": a} for a in fleet.meters_for_key(key) or ()],
+            "meters": [_account_meter(fleet.meters[a]) for a in fleet.meters_for_key(key) or ()],
             "metersets": [],
         } | self.faults.account_extra
         return _json(body, query.get("indent"))
@@ -800,9 +800,15 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+def _account_meter(meter: SimMeter) -> dict[str, Any]:
+    """A meter as the Account API lists it: its address, and its name if it has one."""
+    return {"address": meter.address} | ({"name": meter.name} if meter.name else {})
+
+
 def _meter_json(meter: SimMeter) -> dict[str, Any]:
     return {
         "address": meter.address,
+        "name": meter.name,
         "protocol": meter.protocol,
         "model": meter.model,
         "gateway": meter.gateway_mac,

@@ -61,6 +61,13 @@ DEMO_GATEWAY_KEY: Final = "NjUyNjk0MzY6KDkkPVtXLUpQZyFmaDBrYTlJ"
 DEMO_METER: Final = "000000010389"
 # The demo meter's own key (a per-meter key, as a landlord gives each tenant one):
 # meter_key(20010389, "Tenant-Key-10389"), the simulator's invention like the gateway keys.
+DEMO_NAMES: Final = {
+    "000000000099": "House (grid)",
+    "000000015635": "Rooftop PV",
+    "000000010388": "Sub-panel",
+    "000000010389": "Water heater",
+    "000300000001": "Workshop",
+}  # Fleet.demo(named=True)
 DEMO_METER_KEY: Final = "MjAwMTAzODk6VGVuYW50LUtleS0xMDM4OQ"
 # The demo home (Fleet.demo): the grid connection, the PV production meter, a sub-panel
 # and, on one of its circuits, the water heater (DEMO_METER).
@@ -570,6 +577,7 @@ class SimMeter:
     """
 
     address: str
+    name: str | None = None  # its name in EKM's account portal (the Account API's "name")
     protocol: str = "v4"
     model: str = ""  # default from the protocol
     firmware: str = ""
@@ -1107,8 +1115,13 @@ class Fleet:
         clock: SimClock | None = None,
         interval_s: int = 60,
         history_days: float | None = None,
+        named: bool = False,
     ) -> Fleet:
         """Build EKM's demo account: the demo keys and five meters of every kind.
+
+        ``named``: the meters have names in the account (as an owner gives them in EKM's
+        portal; ``python -m ekmsim`` does this); without, the Account API lists addresses
+        only, so entity ids keep their address-based form in tests.
 
         Four of them are one home, measured consistently (see the comment below); every
         meter of the home first reported at the same time, early in 2023, or all of them
@@ -1191,6 +1204,8 @@ class Fleet:
                 first_report=None if history_days is None else home_first,
             ),
         ):
+            if named:
+                meter.name = DEMO_NAMES[meter.address]
             fleet.add_meter(meter)
         fleet.add_meter_key(DEMO_METER_KEY, DEMO_METER)
         fleet.add_token(DEMO_API_TOKEN)
@@ -1574,6 +1589,7 @@ __all__ = [
     "DEMO_GRID_METER",
     "DEMO_METER",
     "DEMO_METER_KEY",
+    "DEMO_NAMES",
     "DEMO_SOLAR_METER",
     "DEMO_SUBPANEL_METER",
     "DEMO_THREE_PHASE_METER",

@@ -15,6 +15,7 @@ from ekmsim.fleet import (
     DEMO_GATEWAY_MAC,
     DEMO_METER,
     DEMO_METER_KEY,
+    DEMO_NAMES,
     Fleet,
     SimClock,
 )
@@ -348,3 +349,11 @@ async def test_default_world_latency_and_stop(http: aiohttp.ClientSession) -> No
     finally:
         await sim.stop()
     await sim.stop()  # idempotent
+
+
+async def test_account_lists_the_names_of_a_named_demo(http: aiohttp.ClientSession) -> None:
+    """Fleet.demo(named=True), as python -m ekmsim runs it: the portal's meter names."""
+    fleet = Fleet.demo(clock=SimClock(START, manual=True), named=True)
+    async with CloudSimulator(fleet) as named:
+        _, body = await get(http, named, "/account/api/account", key=KEY)
+    assert {m["address"]: m.get("name") for m in body["meters"]} == DEMO_NAMES
