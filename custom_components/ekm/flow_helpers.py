@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 import hashlib
 import re
 from typing import Any
@@ -315,11 +316,15 @@ def box(low: int, high: int, unit: str = "s") -> NumberSelector:
     )
 
 
-def meter_select(addresses: list[str]) -> SelectSelector:
-    """A multi-select of meter addresses."""
+def meter_select(addresses: list[str], names: Mapping[str, str] | None = None) -> SelectSelector:
+    """A multi-select of meter addresses, each with its name in EKM's account if it has one."""
+    names = names or {}
     return SelectSelector(
         SelectSelectorConfig(
-            options=[SelectOptionDict(value=a, label=a) for a in addresses],
+            options=[
+                SelectOptionDict(value=a, label=f"{a} ({names[a]})" if names.get(a) else a)
+                for a in addresses
+            ],
             multiple=True,
             mode=SelectSelectorMode.LIST,
         )

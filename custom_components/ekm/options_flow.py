@@ -143,7 +143,12 @@ class EkmOptionsFlow(OptionsFlowWithReload):
         if addresses:
             schema[
                 vol.Required(CONF_METERS, default=[a for a in addresses if a not in excluded])
-            ] = meter_select(addresses)
+            ] = meter_select(
+                addresses,
+                {a: d.name for a, d in coordinator.account_devices.items() if d.name}
+                if isinstance(coordinator, EkmCloudCoordinator)
+                else None,
+            )
         if current_keys:
             schema[vol.Optional(CONF_GATEWAY_KEYS, default=sorted(current_keys.values()))] = (
                 SelectSelector(

@@ -430,3 +430,10 @@ async def test_devices_are_named_to_tell_apart(
     assert names["000000010388"] == "Omnimeter 10388"
     assert names["000300000001"] == "Omnimeter 300000001"
     assert hass.states.get("sensor.water_heater_power") is not None
+    # The options' meter list names them too.
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    selector = result["data_schema"].schema["meters"]
+    labels = {o["value"]: o["label"] for o in selector.config["options"]}
+    assert labels[DEMO_METER] == f"{DEMO_METER} (Water heater)"
+    assert labels["000000010388"] == "000000010388"
+    hass.config_entries.options.async_abort(result["flow_id"])
