@@ -15,6 +15,7 @@ from homeassistant.components.sensor import (
     SensorStateClass,
 )
 from homeassistant.const import (
+    PERCENTAGE,
     EntityCategory,
     UnitOfElectricCurrent,
     UnitOfElectricPotential,
@@ -26,6 +27,7 @@ from homeassistant.const import (
     UnitOfReactivePower,
 )
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
@@ -407,12 +409,18 @@ async def async_setup_entry(
         _add_history_sensors(entry, history, async_add_entities)
 
 
+# The import's progress (a number with a unit, so the logbook leaves it out: a timestamp
+# "imported until" state made an Activity entry per imported chunk and then every hour).
 HISTORY_SENSOR = SensorEntityDescription(
-    key="history_imported_until",
-    translation_key="history_imported_until",
-    device_class=SensorDeviceClass.TIMESTAMP,
+    key="history_import",
+    translation_key="history_import",
+    native_unit_of_measurement=PERCENTAGE,
+    state_class=SensorStateClass.MEASUREMENT,
+    suggested_display_precision=0,
     entity_category=EntityCategory.DIAGNOSTIC,
 )
+# The sensor it replaces (its registry entry is removed, nothing else had it).
+OLD_HISTORY_KEY = "history_imported_until"
 
 
 @callback
@@ -421,13 +429,20 @@ def _add_history_sensors(
     history: EkmHistoryCoordinator,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """A 'history imported until' sensor per meter with history, as meters appear."""
+    """A 'history import' sensor per meter with history, as meters appear."""
     known: set[str] = set()
+    registry = er.async_get(history.hass)
 
     @callback
     def _add_new() -> None:
         new = [a for a in history.data if a not in known]
         known.update(new)
+        for address in new:
+            old = registry.async_get_entity_id(
+                "sensor", DOMAIN, f"{entry.unique_id}_{address}_{OLD_HISTORY_KEY}"
+            )
+            if old is not None:
+                registry.async_remove(old)
         if new:
             async_add_entities(EkmHistorySensor(history, a) for a in new)
 
@@ -469,20 +484,20 @@ class EkmHistorySensor(CoordinatorEntity[EkmHistoryCoordinator], SensorEntity):
         return self.address in self.coordinator.data
 
     @property
-    def native_value(self) -> datetime | None:
-        """The end of the newest imported hour."""
+    def native_value(self) -> float | None:
+        """How much of the meter's history is in the statistics, 0-100 %."""
         meter = self.coordinator.data.get(self.address)
-        return meter.imported_until if meter else None
+        return meter.progress(int(dt_util.utcnow().timestamp() * 1000)) if meter else None
 
     @property
     def extra_state_attributes(self) -> Mapping[str, Any]:
-        """The import's progress and where the meter's history starts."""
+        """The end of the newest imported hour and where the meter's history starts."""
         meter = self.coordinator.data.get(self.address)
         if meter is None:
             return {}
-        now_ms = int(dt_util.utcnow().timestamp() * 1000)
+        until = meter.imported_until
         return {
-            "progress": meter.progress(now_ms),
+            "imported_until": until.isoformat() if until else None,
             "history_start": (
                 datetime.fromtimestamp(meter.started_ms / 1000, UTC).isoformat()
                 if meter.started_ms is not None

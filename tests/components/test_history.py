@@ -19,7 +19,7 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
-from homeassistant.helpers import device_registry as dr, issue_registry as ir
+from homeassistant.helpers import device_registry as dr, entity_registry as er, issue_registry as ir
 from homeassistant.helpers.recorder import get_instance
 from homeassistant.setup import async_setup_component
 import pytest
@@ -176,10 +176,10 @@ async def test_backfill_every_hour_across_dst(
     assert meta["statistics_unit_of_measurement"] == "kWh"
     assert meta["unit_class"] == "energy"
     # The progress sensor.
-    state = hass.states.get("sensor.omnimeter_10389_history_imported_until")
+    state = hass.states.get("sensor.omnimeter_10389_history_import")
     assert state is not None
-    assert datetime.fromisoformat(state.state) == NOW
-    assert state.attributes["progress"] == 100.0
+    assert float(state.state) == 100.0
+    assert datetime.fromisoformat(state.attributes["imported_until"]) == NOW
 
 
 async def test_hourly_poll_continues_the_sum(
@@ -250,7 +250,7 @@ async def test_history_off_and_statistics_kept_on_unload(
     await hass.async_block_till_done(wait_background_tasks=True)
     assert entry.runtime_data.history is None
     assert cloud.requests["summary"] == 0
-    progress = hass.states.get("sensor.omnimeter_10389_history_imported_until")
+    progress = hass.states.get("sensor.omnimeter_10389_history_import")
     assert progress is None or progress.attributes.get("restored")
 
 
@@ -750,3 +750,24 @@ async def test_first_report_on_a_server_with_few_reports(
         assert_matches_registers(meter, rows, "energy_import")
     probed = [q["report"] for name, q in cloud.request_log if name == "summary"][:probes]
     assert probed == ["mo", "dy"]
+
+
+async def test_history_import_sensor_stays_out_of_the_activity_log(
+    hass_ny: HomeAssistant, entry: MockConfigEntry, fleet: Fleet, cloud: CloudSimulator
+) -> None:
+    """The progress is a percentage (the logbook skips numbers with a unit); the old
+    timestamp sensor it replaces leaves the entity registry."""
+    hass = hass_ny
+    registry = er.async_get(hass)
+    entry.add_to_hass(hass)
+    old = registry.async_get_or_create(
+        "sensor", DOMAIN, f"{entry.unique_id}_{DEMO_METER}_history_imported_until",
+        config_entry=entry,
+    )  # fmt: skip
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done(wait_background_tasks=True)
+    assert registry.async_get(old.entity_id) is None
+    state = hass.states.get("sensor.omnimeter_10389_history_import")
+    assert state is not None
+    assert state.attributes["unit_of_measurement"] == "%"
+    assert state.attributes["state_class"] == "measurement"
