@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+import gc
+import logging
 from pathlib import Path
+import ssl
 from typing import Any
 
 from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
-from homeassistant.const import CONF_API_KEY, STATE_UNAVAILABLE
+from homeassistant.const import CONF_API_KEY, EVENT_HOMEASSISTANT_STOP, STATE_UNAVAILABLE
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import issue_registry as ir
@@ -490,48 +493,6 @@ async def test_relay_confirmed_by_pushed_reading(
     assert cloud.requests["sendCommand"] == 1
 
 
-async def test_zz_scratch_unload_many(
-    hass: HomeAssistant, push_entry: MockConfigEntry, broker: MqttSimulator, fleet: Fleet
-) -> None:
-    calls: list[dict[str, Any]] = []
-    loop = asyncio.get_running_loop()
-    old = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _l, c: calls.append(c))
-    try:
-        for _ in range(30):
-            assert await hass.config_entries.async_unload(push_entry.entry_id)
-            await hass.async_block_till_done()
-            await until(hass, lambda: broker.broker.session_count == 0)
-            assert await hass.config_entries.async_setup(push_entry.entry_id)
-            await hass.async_block_till_done()
-            await until(hass, lambda: _state(hass, PUSH_SENSOR) == "on")
-        await asyncio.sleep(0.1)
-    finally:
-        loop.set_exception_handler(old)
-    print("CALLS", len(calls), [(c.get("message"), repr(c.get("exception"))) for c in calls[:3]])
-    assert not calls
-
-
-@pytest.mark.parametrize("run", range(20))
-async def test_zz_scratch_stop(
-    hass: HomeAssistant, push_entry: MockConfigEntry, broker: MqttSimulator, fleet: Fleet, run: int
-) -> None:
-    calls: list[dict[str, Any]] = []
-    loop = asyncio.get_running_loop()
-    old = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _l, c: calls.append(c))
-    try:
-        fleet.advance(60)
-        await asyncio.sleep(run * 0.001)
-        await hass.async_stop()
-        await asyncio.sleep(0.1)
-        print("SESSIONS", broker.broker.session_count)
-    finally:
-        loop.set_exception_handler(old)
-    print("CALLS", len(calls), [(c.get("message"), repr(c.get("exception"))) for c in calls[:3]])
-    assert not calls
-
-
 async def test_gateway_key_entry_pushes_without_asking_again(
     hass: HomeAssistant, cloud: CloudSimulator, broker: MqttSimulator, fleet: Fleet
 ) -> None:
@@ -564,3 +525,85 @@ async def _start_cloud_flow(hass: HomeAssistant) -> str:
         result["flow_id"], {"next_step_id": "cloud"}
     )
     return str(result["flow_id"])
+
+
+# --- stopping is silent (issue 10, item 7) ---------------------------------------------------
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """Every call of the event loop's exception handler (still passed on to the test's)."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    calls: list[dict[str, Any]] = []
+
+    def record(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        calls.append(context)
+        if previous is not None:
+            previous(loop, context)
+
+    loop.set_exception_handler(record)
+    try:
+        yield calls
+    finally:
+        loop.set_exception_handler(previous)
+
+
+async def _assert_nothing_left(
+    broker: MqttSimulator, caplog: pytest.LogCaptureFixture, loop_errors: list[dict[str, Any]]
+) -> None:
+    async with asyncio.timeout(20):  # the broker has yet to read the DISCONNECT
+        while broker.broker.session_count:
+            await asyncio.sleep(0.01)
+    gc.collect()  # also reports futures whose exception was never retrieved
+    tasks = [repr(t.get_coro()) + t.get_name() for t in asyncio.all_tasks()]
+    assert not [t for t in tasks if "_misc_loop" in t or " push " in t]
+    paho_sockets = [o for o in gc.get_objects() if isinstance(o, ssl.SSLSocket) and o.fileno() >= 0]
+    assert paho_sockets == []
+    assert [(c.get("message"), c.get("exception")) for c in loop_errors] == []
+    assert "Exception in callback" not in caplog.text
+    noisy = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert [f"{r.levelname} {r.name}: {r.getMessage()}" for r in noisy] == []
+
+
+async def test_unload_ten_times_is_silent(
+    hass: HomeAssistant,
+    push_entry: MockConfigEntry,
+    broker: MqttSimulator,
+    caplog: pytest.LogCaptureFixture,
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    """Unload (and set up again) 10 times; every other time the broker drops the
+    connection in the very step the unload cancels the stream (just before it)."""
+    for cycle in range(10):
+        if cycle % 2:
+            push_entry.async_on_unload(broker.drop_connections)
+        assert await hass.config_entries.async_unload(push_entry.entry_id)
+        await hass.async_block_till_done()
+        assert push_entry.state is ConfigEntryState.NOT_LOADED
+        await _assert_nothing_left(broker, caplog, loop_errors)
+        assert await hass.config_entries.async_setup(push_entry.entry_id)
+        await until(hass, lambda: _state(hass, PUSH_SENSOR) == "on")
+
+
+@pytest.mark.parametrize("broker_goes_too", [False, True])
+async def test_home_assistant_stop_is_silent(
+    hass: HomeAssistant,
+    push_entry: MockConfigEntry,
+    broker: MqttSimulator,
+    caplog: pytest.LogCaptureFixture,
+    loop_errors: list[dict[str, Any]],
+    broker_goes_too: bool,
+) -> None:
+    """hass.async_stop while connected: the push task ends, and nothing complains.
+
+    ``broker_goes_too``: the broker drops the connection in the very step Home Assistant
+    cancels the stream (just after it), as when it and the simulator stop together.
+    """
+    if broker_goes_too:
+        hass.bus.async_listen_once(
+            EVENT_HOMEASSISTANT_STOP, callback(lambda _event: broker.drop_connections())
+        )
+    async with asyncio.timeout(30):
+        await hass.async_stop()
+    await _assert_nothing_left(broker, caplog, loop_errors)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
+import gc
 import json
 import logging
 import random
 import ssl
+from typing import Any
 
 import pytest
 
+from custom_components.ekm.pyekm import mqtt as mqtt_module
 from custom_components.ekm.pyekm.errors import EkmAuthError, EkmConnectionError, EkmError
 from custom_components.ekm.pyekm.models import MeterReading, Source, now_ms
 from custom_components.ekm.pyekm.mqtt import (
@@ -480,6 +483,108 @@ async def test_cancel_while_connected_unsubscribes_and_disconnects(
         await task
     await wait_until(lambda: sim.broker.session_count == 0)
     assert stream.stats.disconnects == 0  # cancellation is not reported as a disconnect
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """Every call of the event loop's exception handler ("Exception in callback ...")."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    calls: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: calls.append(context))
+    try:
+        yield calls
+    finally:
+        loop.set_exception_handler(previous)
+
+
+def open_paho_sockets() -> list[ssl.SSLSocket]:
+    """paho's TLS sockets still open (asyncio's own TLS uses SSLObject, not SSLSocket)."""
+    gc.collect()  # also reports futures whose exception was never retrieved
+    return [o for o in gc.get_objects() if isinstance(o, ssl.SSLSocket) and o.fileno() >= 0]
+
+
+def aiomqtt_tasks() -> list[asyncio.Task[Any]]:
+    """aiomqtt's housekeeping tasks (one per connection while connected)."""
+    return [t for t in asyncio.all_tasks() if "_misc_loop" in repr(t.get_coro())]
+
+
+def assert_silent(caplog: pytest.LogCaptureFixture, loop_errors: list[dict[str, Any]]) -> None:
+    assert open_paho_sockets() == []
+    assert aiomqtt_tasks() == []
+    assert [(c.get("message"), c.get("exception")) for c in loop_errors] == []
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert [f"{r.levelname} {r.name}: {r.getMessage()}" for r in noisy] == []
+
+
+async def connected_task(
+    sim: MqttSimulator, tls: ssl.SSLContext
+) -> tuple[EkmPushStream, asyncio.Task[Any]]:
+    """A run_forever task, connected and waiting for messages."""
+    stream = EkmPushStream(DEMO_GATEWAY_KEY, server=sim.url, ssl_context=tls)
+    connected = asyncio.Event()
+    task = asyncio.create_task(stream.run_forever(lambda _e: None, on_connect=connected.set))
+    async with asyncio.timeout(30):
+        await connected.wait()
+    return stream, task
+
+
+async def stopped(task: asyncio.Task[Any]) -> None:
+    """Wait for a cancelled stream task (not cancelling it again meanwhile)."""
+    await asyncio.wait([task], timeout=30)
+    assert task.done(), "stopping hangs (waiting for an UNSUBACK that cannot come?)"
+    assert task.cancelled()
+
+
+@pytest.mark.parametrize("drop_after", [None, 0, 1, 2, 3, 5, 8])
+async def test_stopping_is_silent_even_when_the_broker_goes_too(
+    sim: MqttSimulator,
+    tls: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
+    loop_errors: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    drop_after: int | None,
+) -> None:
+    """Issue 10, item 7: stop 10 times, the broker dropping the connection ``drop_after``
+    loop ticks after the stop began (None: it stays up), as when Home Assistant and the
+    simulator stop together. The UNSUBSCRIBE is queued while the socket goes away under
+    it: no "Exception in callback BaseSelectorEventLoop.add_writer()" (EBADF), no error
+    log, no wait for an UNSUBACK that cannot come, no socket or task left behind.
+    """
+    monkeypatch.setattr(mqtt_module, "CLOSE_TIMEOUT", 3600)  # a stall shows, is not cut short
+    caplog.set_level(logging.DEBUG)
+    for _ in range(10):
+        _stream, task = await connected_task(sim, tls)
+        task.cancel()
+        if drop_after is not None:
+            for _ in range(drop_after):
+                await asyncio.sleep(0)
+            sim.drop_connections()
+        await stopped(task)
+        await wait_until(lambda: sim.broker.session_count == 0)
+    assert_silent(caplog, loop_errors)
+
+
+@pytest.mark.parametrize("ticks", [0, 1, 2, 3, 5])
+async def test_second_cancel_while_closing_still_disconnects(
+    sim: MqttSimulator,
+    tls: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
+    loop_errors: list[dict[str, Any]],
+    ticks: int,
+) -> None:
+    """Cancelled again during the UNSUBSCRIBE (say, unloaded while stopping): the
+    connection is still closed, and no late UNSUBACK is logged as unexpected."""
+    caplog.set_level(logging.DEBUG)
+    _stream, task = await connected_task(sim, tls)
+    task.cancel()
+    for _ in range(ticks):
+        await asyncio.sleep(0)
+    task.cancel()
+    await stopped(task)
+    await wait_until(lambda: sim.broker.session_count == 0)
+    await asyncio.sleep(0.05)  # a late UNSUBACK would be logged by now
+    assert_silent(caplog, loop_errors)
 
 
 # --- small pieces ----------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from enum import StrEnum
 import inspect
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -46,6 +47,8 @@ import uuid
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
+from aiomqtt.types import PahoSocket
+import paho.mqtt.client as paho
 
 from .catalog import Value, convert, normalize_address, to_number
 from .errors import EkmAuthError, EkmConnectionError, EkmError
@@ -362,13 +365,14 @@ class EkmPushStream:
         context = self._ssl_context
         if context is None:
             context = await asyncio.get_running_loop().run_in_executor(None, create_ssl_context)
-        client = aiomqtt.Client(
+        logger = _RedactingLogger(f"{__name__}.paho", self._keys)
+        client = _Client(
             self._host,
             self._port,
             username=self._keys[0],
             password=None,
             identifier=self._client_id,
-            logger=_RedactingLogger(f"{__name__}.paho", self._keys),
+            logger=logger,
             protocol=aiomqtt.ProtocolVersion.V311,
             clean_session=True,
             keepalive=self._keepalive,
@@ -384,9 +388,10 @@ class EkmPushStream:
             yield _EventIterator(self, client.messages)
         finally:
             self._connected = False
+            logger.closing = True
             await self._close(client)
 
-    async def _enter(self, client: aiomqtt.Client) -> None:
+    async def _enter(self, client: _Client) -> None:
         # aiomqtt connects in an executor thread; if we are cancelled meanwhile, let that
         # finish and disconnect, or its socket and housekeeping task would be left behind.
         attempt = asyncio.create_task(client.__aenter__())
@@ -409,7 +414,7 @@ class EkmPushStream:
                 f"Cannot connect to the EKM MQTT broker at {self.server} ({self._safe(str(err))})"
             ) from None
 
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
+    async def _subscribe(self, client: _Client) -> None:
         """Subscribe to every topic in one SUBSCRIBE; the caller closes on failure."""
         topics = list(self._topics)
         try:
@@ -424,14 +429,29 @@ class EkmPushStream:
                 index = self._topics[topic][1]
                 raise EkmGatewayKeyError(index, self._keys[index], "refused the topics of")
 
-    async def _close(self, client: aiomqtt.Client) -> None:
-        """Unsubscribe and disconnect, best effort and bounded (also when cancelled)."""
-        with suppress(aiomqtt.MqttError, TimeoutError):
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await client.unsubscribe(list(self._topics), timeout=CLOSE_TIMEOUT)
-        with suppress(aiomqtt.MqttError, TimeoutError):
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await client.__aexit__(None, None, None)
+    async def _close(self, client: _Client) -> None:
+        """Unsubscribe and disconnect, best effort and bounded (also when cancelled).
+
+        A connection lost meanwhile (the broker going down with us) ends the wait for the
+        UNSUBACK at once. The disconnect runs even when a second cancellation arrives,
+        and the UNSUBSCRIBE stays pending until the connection is closed, so that a late
+        UNSUBACK still finds it (aiomqtt logs an unknown one as an error).
+        """
+        unsubscribe = asyncio.ensure_future(
+            client.unsubscribe(list(self._topics), timeout=math.inf)
+        )
+        try:
+            with suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await client.until_lost(unsubscribe)
+        finally:
+            with suppress(aiomqtt.MqttError, TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await client.__aexit__(None, None, None)
+            unsubscribe.cancel()
+            if unsubscribe.done() and not unsubscribe.cancelled():
+                unsubscribe.exception()  # best effort: its error does not matter
+            client.forget_loss()
 
     def _handle(self, message: aiomqtt.Message) -> list[PushEvent]:
         received = now_ms()
@@ -525,6 +545,64 @@ class EkmPushStream:
             await backoff.wait()
 
 
+class _Client(aiomqtt.Client):
+    """aiomqtt's client, with paho's socket writer registered safely (issue 10, item 7).
+
+    aiomqtt 2.5 always defers ``loop.add_writer`` through ``call_soon_threadsafe`` (paho
+    may ask from the executor thread that connects), while paho removes the writer and
+    closes its socket at once. When the broker drops the connection in the loop
+    iteration in which a packet was queued (the UNSUBSCRIBE at shutdown, while the
+    broker goes down too), the late ``add_writer`` reaches a closed descriptor:
+    "Exception in callback BaseSelectorEventLoop.add_writer()", ``OSError: [Errno 9]``
+    (or, had the number been reused, it would watch somebody else's socket). So the
+    writer is added at once on the loop thread, and from another thread only if paho
+    still has that socket open when the loop gets to it.
+    """
+
+    @override
+    def _on_socket_register_write(
+        self, client: paho.Client, userdata: Any, sock: PahoSocket
+    ) -> None:
+        def on_writable() -> None:
+            # As aiomqtt's: a failed write means the connection is lost.
+            try:
+                client.loop_write()
+            except Exception as exc:
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        def register() -> None:
+            fileno = sock.fileno()  # -1 once closed
+            if fileno >= 0 and client.socket() is sock:
+                self._loop.add_writer(fileno, on_writable)
+
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            register()
+        else:
+            self._loop.call_soon_threadsafe(register)
+
+    async def until_lost(self, request: asyncio.Future[Any]) -> None:
+        """Wait for ``request`` unless the connection is lost first (no answer comes then).
+
+        aiomqtt's unsubscribe waits for its UNSUBACK even when the connection is gone.
+        """
+        await asyncio.wait((request, self._disconnected), return_when=asyncio.FIRST_COMPLETED)
+
+    def forget_loss(self) -> None:
+        """Mark the error of a connection lost while closing as seen.
+
+        aiomqtt's ``__aexit__`` returns early on a lost connection without reading it, and
+        asyncio would report "Future exception was never retrieved" when it is collected.
+        """
+        lost = self._disconnected
+        if lost.done() and not lost.cancelled():
+            lost.exception()
+
+
 class _EventIterator:
     """Events of one connection; raises EkmConnectionError when it is lost."""
 
@@ -569,6 +647,10 @@ class _RedactingLogger(logging.Logger):
         super().__init__(name)
         self.parent = _LOGGER
         self._secrets = tuple(secrets)
+        # Set once the stream closes the connection: paho's and aiomqtt's complaints
+        # about it then (a broker going down at the same time resets the socket) are
+        # expected, and logged at debug level.
+        self.closing = False
 
     @override
     def isEnabledFor(self, level: int) -> bool:
@@ -580,7 +662,14 @@ class _RedactingLogger(logging.Logger):
         record = super().makeRecord(*args, **kwargs)
         record.msg = redact_text(record.getMessage(), self._secrets)
         record.args = None
+        if self.closing and record.levelno > logging.DEBUG:
+            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
         return record
+
+    @override
+    def handle(self, record: logging.LogRecord) -> None:
+        if self.isEnabledFor(record.levelno):  # a record demoted while closing
+            super().handle(record)
 
 
 __all__ = [
