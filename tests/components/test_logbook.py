@@ -61,6 +61,9 @@ async def cloud(fleet: Fleet) -> AsyncIterator[CloudSimulator]:
 @pytest.fixture
 async def account(hass: HomeAssistant, cloud: CloudSimulator) -> MockConfigEntry:
     """The demo account (no history import) and the logbook, set up."""
+    # The logbook depends on the frontend, whose package (hass_frontend) only the
+    # development install has; the logbook itself needs nothing of it here.
+    hass.config.components.add("frontend")
     assert await async_setup_component(hass, "logbook", {})
     entry = MockConfigEntry(
         domain=DOMAIN,
