@@ -56,6 +56,7 @@ from .flow_helpers import (
 from .options_flow import EkmOptionsFlow
 from .pyekm import (
     DEFAULT_SERVER,
+    Account,
 )
 
 
@@ -67,6 +68,7 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
     _data: dict[str, Any]
     _gateways: set[str]
     _title: str
+    _account: Account
 
     @staticmethod
     @callback
@@ -107,11 +109,12 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
                     if token:
                         self._data[CONF_API_TOKEN] = token
                     self._gateways = gateways
+                    self._account = account
                     self._title = entry_title(key_type, account, unique_id)
                     if key_type is KeyType.GATEWAY and gateways:
                         return await self.async_step_gateway_push()
                     if key_type is KeyType.METER:
-                        return self.async_create_entry(title=self._title, data=self._data)
+                        return self._create_entry()
                     return await self.async_step_gateway_keys()
         return self.async_show_form(
             step_id="cloud",
@@ -203,11 +206,7 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
                 push=push,
             )
             if not errors:
-                return self.async_create_entry(
-                    title=self._title,
-                    data=self._data,
-                    options={CONF_GATEWAY_KEYS: keys, **push_options(push)} if keys else {},
-                )
+                return self._create_entry(keys, push)
         schema = vol.Schema(
             {
                 vol.Optional(CONF_GATEWAY_KEYS): KEYS_SELECTOR,
@@ -222,12 +221,23 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
             last_step=True,
         )
 
+    def _create_entry(
+        self, keys: dict[str, str] | None = None, push: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """The cloud entry, with push options when it has gateway keys."""
+        return self.async_create_entry(
+            title=self._title,
+            data=self._data,
+            options={CONF_GATEWAY_KEYS: keys, **push_options(push or {})} if keys else {},
+        )
+
     async def async_step_gateway_push(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
         """A gateway key is also that gateway's MQTT key: push on (or polling only)."""
         errors: dict[str, str] = {}
-        placeholders = {"gateway": self._title.removeprefix("EKM Push gateway ")}
+        gateway = next(iter(self._account.gateways))
+        placeholders = {"gateway": gateway.name or gateway.mac}
         if user_input is not None:
             push = user_input.get(CONF_PUSH, {})
             keys: dict[str, str] = {}
@@ -241,11 +251,7 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
                 )
                 placeholders |= extra
             if not errors:
-                return self.async_create_entry(
-                    title=self._title,
-                    data=self._data,
-                    options={CONF_GATEWAY_KEYS: keys, **push_options(push)} if keys else {},
-                )
+                return self._create_entry(keys, push)
         schema = vol.Schema(
             {
                 vol.Required(CONF_USE_PUSH, default=True): BooleanSelector(),
