@@ -85,8 +85,12 @@ def fleet() -> Fleet:
 
 @pytest.fixture
 async def cloud(fleet: Fleet) -> AsyncIterator[CloudSimulator]:
-    """The simulated EKM Push cloud on a real loopback port."""
+    """The simulated EKM Push cloud on a real loopback port.
+
+    Its gateways apply commands at once (no real-time wait in a test).
+    """
     sim = CloudSimulator(fleet)
+    sim.faults.command_delay_s = 0
     await sim.start(host="127.0.0.1", port=0)
     try:
         yield sim

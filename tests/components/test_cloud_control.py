@@ -3,7 +3,7 @@ triggers, and the API token in setup, options, reconfigure and repairs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 import logging
 from typing import Any
@@ -62,18 +62,6 @@ def fleet() -> Fleet:
     world = Fleet.demo(clock=SimClock(manual=True))
     world.backfill(5)
     return world
-
-
-@pytest.fixture
-async def cloud(fleet: Fleet) -> AsyncIterator[CloudSimulator]:
-    """The simulated cloud; its gateways apply commands at once (no real-time wait)."""
-    sim = CloudSimulator(fleet)
-    sim.faults.command_delay_s = 0
-    await sim.start(host="127.0.0.1", port=0)
-    try:
-        yield sim
-    finally:
-        await sim.stop()
 
 
 def _entry(cloud: CloudSimulator, *, token: str | None = None) -> MockConfigEntry:

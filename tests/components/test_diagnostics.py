@@ -75,8 +75,10 @@ async def test_cloud_meter_device_diagnostics(
     hass_client: ClientSessionGenerator,
     loaded_entry: MockConfigEntry,
     fleet: Fleet,
+    cloud: CloudSimulator,
 ) -> None:
     """A meter's own diagnostics: its device, newest reading, staleness, pending relays."""
+    cloud.faults.command_delay_s = 2.0  # the gateway still holds the command
     relay = f"switch.omnimeter_{int(DEMO_METER)}_relay_1"
     await hass.services.async_call("switch", "turn_on", {"entity_id": relay}, blocking=True)
     device = _device(hass, loaded_entry, DEMO_METER)

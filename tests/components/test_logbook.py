@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,18 +43,6 @@ def fleet() -> Fleet:
     world = Fleet.demo(clock=SimClock(manual=True))
     world.backfill(5)
     return world
-
-
-@pytest.fixture
-async def cloud(fleet: Fleet) -> AsyncIterator[CloudSimulator]:
-    """The simulated cloud; its gateways apply commands at once."""
-    sim = CloudSimulator(fleet)
-    sim.faults.command_delay_s = 0
-    await sim.start(host="127.0.0.1", port=0)
-    try:
-        yield sim
-    finally:
-        await sim.stop()
 
 
 @pytest.fixture

@@ -482,7 +482,6 @@ async def test_relay_confirmed_by_pushed_reading(
 ) -> None:
     """With push on, the gateway's own report after the command confirms it: no poll."""
     relay = f"switch.omnimeter_{int(DEMO_METER)}_relay_1"
-    cloud.faults.command_delay_s = 0
     cloud.reset_counts()
     await hass.services.async_call("switch", "turn_on", {"entity_id": relay}, blocking=True)
     assert hass.states.get(relay).attributes["pending"] is True
