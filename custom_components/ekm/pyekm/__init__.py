@@ -1,10 +1,10 @@
 """pyekm: asyncio access to EKM Metering devices.
 
-Cloud (EKM Push Account, Realtime and Summary APIs), MQTT push and local RS-485 all produce the
-same :class:`MeterReading`: EKM field names, numbers already scaled, a timestamp and the
-source; :class:`EkmControlClient` sends commands (relays) and manages triggers through the
-Settings and Trigger APIs. Nothing here imports Home Assistant; HTTP goes through an
-injected ``aiohttp.ClientSession``.
+Cloud (EKM Push Account, Realtime and Summary APIs), MQTT push, a Push3's local readMeter
+API (:class:`EkmLanClient`) and local RS-485 all produce the same :class:`MeterReading`: EKM
+field names, numbers already scaled, a timestamp and the source; :class:`EkmControlClient`
+sends commands (relays) and manages triggers through the Settings and Trigger APIs. Nothing
+here imports Home Assistant; HTTP goes through an injected ``aiohttp.ClientSession``.
 """
 
 from .catalog import FIELDS, FieldSpec, Kind, normalize_address
@@ -32,6 +32,7 @@ from .errors import (
     EkmTriggerNotFoundError,
     EkmUnsupportedError,
 )
+from .lan import DEFAULT_LAN_PORT, EkmLanClient, lan_base_url
 from .models import Account, DeviceInfo, DeviceKind, GatewayInfo, MeterReading, Source
 from .summary import (
     SUMMARY_SERVER,
@@ -48,6 +49,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CLIENT_NAME",
+    "DEFAULT_LAN_PORT",
     "DEFAULT_SERVER",
     "FIELDS",
     "SUMMARY_SERVER",
@@ -66,6 +68,7 @@ __all__ = [
     "EkmError",
     "EkmForbiddenError",
     "EkmInvalidParametersError",
+    "EkmLanClient",
     "EkmNoResponseError",
     "EkmPasswordError",
     "EkmProtocolError",
@@ -89,6 +92,7 @@ __all__ = [
     "Report",
     "Source",
     "SummaryPeriod",
+    "lan_base_url",
     "normalize_address",
     "parse_read_meter",
     "parse_summary",

@@ -20,7 +20,7 @@ from .models import MeterReading
 
 type Handler = Callable[[argparse.Namespace], Awaitable[int]]
 
-COMMAND_MODULES = ("cli_cloud", "cli_push", "cli_rs485")
+COMMAND_MODULES = ("cli_cloud", "cli_push", "cli_rs485", "cli_lan")
 
 
 def reading_json(reading: MeterReading, **extra: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ class Source(StrEnum):
     CLOUD = "cloud"
     MQTT = "mqtt"
     RS485 = "rs485"
+    LAN = "lan"  # a Push3 gateway's local readMeter API
 
 
 class DeviceKind(StrEnum):
