@@ -157,6 +157,10 @@ _SAME_TABLE: Final = {REGISTER_INDEX["kWh_Rst"]: 0, REGISTER_INDEX["Rev_kWh_Rst"
 # cumulative energies are the channels kWh_Ln_1..3 and kWh_Tot.
 POWER_ENERGY_CHANNEL: Final = (*(REGISTER_INDEX[n] for n in _KWH_LN), REGISTER_INDEX["kWh_Tot"])
 _PULSE_RATES: Final = (0.05, 0.01, 0.002)  # pulses per second at the mean load
+# The demo home's water meter on the grid meter's pulse input 1 (SimMeter.water_pulses_per_day):
+# EKM's pulse-output water meters, 0.1 gal per pulse, about 300 gal a day.
+DEMO_WATER_GAL_PER_PULSE: Final = 0.1
+DEMO_WATER_PULSES_PER_DAY: Final = 3000.0
 
 
 def _shares(lines: int) -> tuple[float, float, float]:
@@ -250,11 +254,38 @@ def _slot_range(first: int, last: int) -> range | list[int]:
     return [*range(first, SLOTS), *range(last + 1)]
 
 
+def _water_use(hour: float) -> float:
+    """A household's water use at a local hour: showers and breakfast, the evening, a trickle."""
+    return (
+        0.02
+        + 1.0 * math.exp(-(((hour - 7.0) / 0.8) ** 2))
+        + 0.7 * math.exp(-(((hour - 19.5) / 1.3) ** 2))
+    )
+
+
+@functools.cache
+def _water_shares() -> tuple[float, ...]:
+    """Each slot's share of a day's water (midpoint rule; they sum to 1)."""
+    uses = [_water_use((k * SLOT_S + SLOT_S / 2) / 3600) for k in range(SLOTS)]
+    total = sum(uses)
+    return tuple(use / total for use in uses)
+
+
 @functools.lru_cache(maxsize=4096)
 def day_table(
-    lines: int, power_factor: float, load_w: float, solar_peak_w: float, production: bool = False
+    lines: int,
+    power_factor: float,
+    load_w: float,
+    solar_peak_w: float,
+    production: bool = False,
+    *,
+    water_per_day: float = 0.0,
 ) -> DayTable:
-    """Build (once per set of physics parameters) the day table, midpoint rule per slot."""
+    """Build (once per set of physics parameters) the day table, midpoint rule per slot.
+
+    ``water_per_day``: pulse input 1 counts a water meter's pulses (that many a day,
+    mostly in the morning and the evening) instead of pulses following the load.
+    """
     tan_phi = math.tan(math.acos(power_factor))
     hours = SLOT_S / 3600
     unique = len(REGISTERS) - len(_SAME_TABLE)
@@ -285,7 +316,10 @@ def day_table(
         acc_sq[3] += total_w * total_w * SLOT_S
         factor = _load_factor(hour)
         for j, rate in enumerate(_PULSE_RATES):
-            acc[pulses + j] += rate * factor * SLOT_S
+            if j == 0 and water_per_day > 0:
+                acc[pulses] += water_per_day * _water_shares()[k]
+            else:
+                acc[pulses + j] += rate * factor * SLOT_S
         for c in range(unique):
             cols[c][k + 1] = acc[c]
         for j in range(4):
@@ -543,7 +577,7 @@ class SimClock:
 
 _PHYSICS_FIELDS: Final = frozenset(
     {"lines", "base_load_w", "solar", "solar_peak_w", "production", "power_factor"}
-    | {"utc_offset_s"}
+    | {"utc_offset_s", "water_pulses_per_day"}
 )
 
 
@@ -598,6 +632,8 @@ class SimMeter:
     base_load_w: float = 700.0
     solar_peak_w: float = 5000.0
     production: bool = False  # a PV production meter (see the class docstring)
+    # Pulse input 1 wired to a water meter: pulses a day (0: pulses follow the load).
+    water_pulses_per_day: float = 0.0
     power_factor: float = 0.95  # lagging
     utc_offset_s: int = -5 * 3600  # local time for the load curve and Meter_Time
     initial_kwh: float = 1500.0  # kWh_Tot at first_report
@@ -659,6 +695,7 @@ class SimMeter:
             self.base_load_w / norm,
             self.solar_peak_w / norm if self.solar else 0.0,
             self.production,
+            water_per_day=self.water_pulses_per_day,
         )
         scale = tuple(1.0 if c in PULSE_CHANNELS else norm for c in range(len(REGISTERS)))
         return Segment(
@@ -1130,7 +1167,9 @@ class Fleet:
         # The demo home: a house with rooftop PV and two Push3 gateways.
         # - 000000000099 v4 (Garage Push3 4016fa010226): the grid connection. It measures
         #   the whole house's load (1,400 W base) minus the PV output: it imports at night
-        #   and exports by day (reverse energy = return to grid).
+        #   and exports by day (reverse energy = return to grid). Its pulse input 1 counts
+        #   the house's water meter (DEMO_WATER_GAL_PER_PULSE gal per pulse, about 300 gal a
+        #   day, mostly in the morning and the evening).
         # - 000000015635 v5 (Garage Push3): the PV production meter on the inverter's
         #   output, the same 10 kW panels, forward (its forward energy is the production).
         #   Relay 1 (closed) is wired to the inverter's enable input (a command moves
@@ -1194,6 +1233,7 @@ class Fleet:
                 initial_kwh=4000.0,
                 first_report=home_first,
                 solar_peak_w=panels_w,
+                water_pulses_per_day=DEMO_WATER_PULSES_PER_DAY,
             ),
             SimMeter(
                 address=DEMO_THREE_PHASE_METER,
@@ -1593,7 +1633,9 @@ __all__ = [
     "DEMO_SOLAR_METER",
     "DEMO_SUBPANEL_METER",
     "DEMO_THREE_PHASE_METER",
+    "DEMO_WATER_GAL_PER_PULSE",
     "DEMO_WATER_HEATER_METER",
+    "DEMO_WATER_PULSES_PER_DAY",
     "ORIGIN",
     "REGISTERS",
     "DayTable",
