@@ -2,7 +2,8 @@
 
 # Extension point: every simulated transport is a Service in SERVICES. A service adds its
 # own command-line options and, in start(), serves the shared Fleet if its options ask
-# for it, returning an async stop callable (or None when it is not enabled). To add the
+# for it, returning an async stop callable (or None when it is not enabled). Services
+# that take fault knobs use ``args.sim_faults`` (one cloud Faults, set by run()). To add the
 # MQTT broker or the RS-485 bus: define ``SERVICE = Service(...)`` in ekmsim/mqtt.py or
 # ekmsim/rs485.py and append it to SERVICES below.
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import signal
 import sys
 
-from .cloud import ADMIN_HELP, CloudSimulator
+from .cloud import ADMIN_HELP, CloudSimulator, Faults
 from .fleet import Fleet, SimClock, run_ticker
 
 type Stop = Callable[[], Awaitable[None]]
@@ -41,7 +42,7 @@ def _cloud_arguments(parser: argparse.ArgumentParser) -> None:
 async def _start_cloud(fleet: Fleet, args: argparse.Namespace) -> Stop | None:
     if args.no_cloud:
         return None
-    sim = CloudSimulator(fleet)
+    sim = CloudSimulator(fleet, faults=getattr(args, "sim_faults", None))
     url = await sim.start(args.host, args.port)
     say(f"cloud: {url}  (Realtime {url}/readMeter, Account {url}/account/api/account)")
     say(
@@ -68,7 +69,13 @@ def _rs485_service() -> Service:
     return Service("rs485", rs485.add_arguments, rs485.start_service)
 
 
-SERVICES: list[Service] = [CLOUD, _mqtt_service(), _rs485_service()]
+def _lan_service() -> Service:
+    from . import lan  # noqa: PLC0415
+
+    return Service("lan", lan.add_arguments, lan.start_service)
+
+
+SERVICES: list[Service] = [CLOUD, _mqtt_service(), _rs485_service(), _lan_service()]
 
 
 def say(text: str) -> None:
@@ -136,6 +143,9 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
     """Serve every enabled service until ``stop`` is set."""
     fleet = build_fleet(args)
     fleet.backfill(max(0, args.backfill))
+    # One set of fault knobs for every service: the cloud's /_sim/faults sets the LAN's.
+    if getattr(args, "sim_faults", None) is None:
+        args.sim_faults = Faults()
     stops: list[Stop] = []
     try:
         for service in SERVICES:

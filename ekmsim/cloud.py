@@ -67,6 +67,17 @@ ENDPOINTS: Final = (
     "sendCommand", "trigger",
 )  # fmt: skip
 ERROR_STATUSES: Final = (400, 401, 403, 404, 429, 500, 502, 503, 504)
+# The Push3 LAN API (ekmsim.lan): the lan_* faults below.
+LAN_MALFORMED_KINDS: Final = (
+    "not_json",  # an HTML page with HTTP 200
+    "truncated",  # the real answer cut in half
+    "wrong_shape",  # a JSON array
+    "bad_address",  # a top-level key that is not a 12-digit address
+    "not_list",  # a meter's value is an object, not a list of reads
+    "bad_reads",  # malformed reads next to the good ones (a client keeps the good ones)
+    "empty",  # no body at all
+)
+LAN_ERROR_STATUSES: Final = (429, 500, 502, 503, 504)  # 5xx with a plain-text body
 
 # --- EKM status codes ----------------------------------------------------------------------
 # EKM documents the codes 1000-1300 and their messages but not the JSON that carries them
@@ -159,6 +170,19 @@ class Faults:
     command_delay_s: float = 2.0
     drop_commands: bool = False
     command_token_required: bool = False
+    # Push3 LAN API (ekmsim.lan), every gateway: lan_wrong_key refuses every key (HTTP 500
+    # with HTML, as a Push3 answers a wrong key); lan_latency_s delays each answer;
+    # lan_fail_next / lan_error_rates answer LAN_ERROR_STATUSES (429 with retry_after);
+    # lan_malformed (LAN_MALFORMED_KINDS) spoils the body; lan_drop closes each connection
+    # unanswered; lan_stale_meters stop answering their gateway, which keeps serving their
+    # last read with its old timestamp.
+    lan_wrong_key: bool = False
+    lan_latency_s: float = 0.0
+    lan_fail_next: list[int] = field(default_factory=list)
+    lan_error_rates: dict[int, float] = field(default_factory=dict)
+    lan_malformed: str | None = None
+    lan_drop: bool = False
+    lan_stale_meters: list[str] = field(default_factory=list)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -168,6 +192,7 @@ class Faults:
         """Return the knobs as JSON-able data."""
         data = asdict(self)
         data["error_rates"] = {str(k): v for k, v in self.error_rates.items()}
+        data["lan_error_rates"] = {str(k): v for k, v in self.lan_error_rates.items()}
         return data
 
     def update(self, changes: Mapping[str, Any]) -> None:
@@ -204,6 +229,8 @@ class Faults:
                 value, bool
             ):
                 raise ValueError(f"{name}: true or false")
+            elif name.startswith("lan_"):
+                value = _lan_fault(name, value)  # noqa: PLW2901
             setattr(self, name, value)
         if "seed" in changes:
             self.rng = random.Random(self.seed)
@@ -211,6 +238,34 @@ class Faults:
     def reset(self) -> None:
         """Back to a healthy server."""
         self.update(asdict(Faults()))
+
+
+def _lan_fault(name: str, value: Any) -> Any:
+    """A checked value of a lan_* fault; raises ValueError."""
+    if name in ("lan_wrong_key", "lan_drop"):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: true or false")
+    elif name == "lan_latency_s":
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError("lan_latency_s: seconds >= 0")
+    elif name == "lan_fail_next":
+        value = [int(v) for v in value]
+        if any(v not in LAN_ERROR_STATUSES for v in value):
+            raise ValueError(f"lan_fail_next: statuses {LAN_ERROR_STATUSES}")
+    elif name == "lan_error_rates":
+        value = {int(k): float(v) for k, v in dict(value).items()}
+        if any(k not in LAN_ERROR_STATUSES or not 0 <= v <= 1 for k, v in value.items()):
+            raise ValueError(f"lan_error_rates: statuses {LAN_ERROR_STATUSES}, rates 0..1")
+    elif name == "lan_malformed":
+        if value is not None and value not in LAN_MALFORMED_KINDS:
+            raise ValueError(f"lan_malformed: one of {LAN_MALFORMED_KINDS} or null")
+    elif name == "lan_stale_meters":
+        if not isinstance(value, list) or not all(
+            isinstance(a, str | int) and str(a).isdigit() and len(str(a)) <= 12 for a in value
+        ):
+            raise ValueError("lan_stale_meters: a list of meter addresses")
+        value = [str(a).zfill(12) for a in value]
+    return value
 
 
 class CloudSimulator:
@@ -670,7 +725,12 @@ GET|POST|DELETE /_sim/faults          read / update (partial JSON) / reset the f
                                       ("summary_v2": false = no Summary V2, 404;
                                       "summary_reports": ["15", "hr"] = others refused;
                                       "command_delay_s", "drop_commands",
-                                      "command_token_required": Settings API)
+                                      "command_token_required": Settings API;
+                                      Push3 LAN API: "lan_wrong_key": true (500 HTML),
+                                      "lan_latency_s", "lan_fail_next": [429, 500],
+                                      "lan_error_rates", "lan_malformed": "not_json" ...,
+                                      "lan_drop": true (connection closed),
+                                      "lan_stale_meters": ["000000010389"] (last read kept))
 GET|DELETE /_sim/requests             API request counts per endpoint / reset them
 POST /_sim/keys/revoke {"key": K}     make a key invalid (403); /_sim/keys/restore undoes it
 GET  /_sim/meters                     meter summaries
@@ -919,6 +979,8 @@ def _zone_param(text: str | None, default: str) -> tzinfo:
 __all__ = [
     "ADMIN_HELP",
     "ENDPOINTS",
+    "LAN_ERROR_STATUSES",
+    "LAN_MALFORMED_KINDS",
     "MALFORMED_KINDS",
     "STATUS_HTTP",
     "CloudSimulator",

@@ -58,6 +58,8 @@ type Listener = Callable[[ReadBatch], None]
 DEMO_ACCOUNT_KEY: Final = "MTAxMDoyMDIw"
 DEMO_GATEWAY_MAC: Final = "4016fa0500cd"
 DEMO_GATEWAY_KEY: Final = "NjUyNjk0MzY6KDkkPVtXLUpQZyFmaDBrYTlJ"
+# The Demo Push3's LAN key (its local readMeter API, ekmsim.lan): lan_key(DEMO_GATEWAY_MAC).
+DEMO_LAN_KEY: Final = "17f30fa7ee445c178b97"
 DEMO_METER: Final = "000000010389"
 # The demo meter's own key (a per-meter key, as a landlord gives each tenant one):
 # meter_key(20010389, "Tenant-Key-10389"), the simulator's invention like the gateway keys.
@@ -525,6 +527,11 @@ class RegisterModel:
 def gateway_key(gateway_id: int, secret: str) -> str:
     """Make a Push3-style gateway key: unpadded base64 of ``id:secret``."""
     return base64.b64encode(f"{gateway_id}:{secret}".encode()).decode().rstrip("=")
+
+
+def lan_key(mac: str) -> str:
+    """A gateway's LAN key (the ``key=`` of its local readMeter URL), fixed per MAC."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"ekmsim:lan:{mac}").hex[:20]
 
 
 def meter_key(key_id: int, secret: str) -> str:
@@ -1088,6 +1095,10 @@ class SimGateway:
     online: bool = True
     last_seen: float | None = None  # epoch s it was last seen; None while online
     commands: deque[SimCommand] = field(default_factory=deque, repr=False)
+    lan_key: str = ""  # its local readMeter API's key (ekmsim.lan); default lan_key(mac)
+
+    def __post_init__(self) -> None:
+        self.lan_key = self.lan_key or lan_key(self.mac)
 
     def set_online(self, online: bool, now: float) -> None:
         """Go online, or offline as of ``now`` (``last_seen``)."""
@@ -1627,6 +1638,7 @@ __all__ = [
     "DEMO_GATEWAY_KEY",
     "DEMO_GATEWAY_MAC",
     "DEMO_GRID_METER",
+    "DEMO_LAN_KEY",
     "DEMO_METER",
     "DEMO_METER_KEY",
     "DEMO_NAMES",
@@ -1652,6 +1664,7 @@ __all__ = [
     "default_first_report",
     "demo_trigger",
     "gateway_key",
+    "lan_key",
     "meter_key",
     "meter_time_text",
     "run_ticker",
