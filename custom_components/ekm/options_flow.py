@@ -58,22 +58,27 @@ from .flow_helpers import (
     push_options,
     push_section,
 )
+from .pulse_flow import PulseInputsFlowMixin
 from .pyekm import (
     DEFAULT_SERVER,
 )
 from .pyekm.redact import mask
+from .takeover import TakeOverFlowMixin
 
 CONF_FORGET_TOKEN = "forget_api_token"  # noqa: S105 (a field name)
+# Menu entries every entry type has, after its own settings.
+MENU_EXTRAS = ("pulse_inputs", "take_over")
 
 
-class EkmOptionsFlow(OptionsFlowWithReload):
-    """Poll interval, stale threshold and which meters to include."""
+class EkmOptionsFlow(PulseInputsFlowMixin, TakeOverFlowMixin, OptionsFlowWithReload):
+    """The settings of each entry type, pulse inputs, taking over existing sensors."""
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """The options of the entry's type, each with its own words."""
-        if self.config_entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485:
-            return await self.async_step_bus(user_input)
-        return await self.async_step_account(user_input)
+        """A menu: the settings of the entry's type, pulse inputs, taking over sensors."""
+        settings = (
+            "bus" if self.config_entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485 else "account"
+        )
+        return self.async_show_menu(step_id="init", menu_options=[settings, *MENU_EXTRAS])
 
     async def async_step_account(
         self, user_input: dict[str, Any] | None = None

@@ -25,6 +25,17 @@ def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Load custom_components/ekm in every test."""
 
 
+@pytest.fixture(autouse=True)
+def expected_lingering_timers() -> bool:
+    """Fail a test that leaves a timer running at teardown.
+
+    The plugin's own default lets every test under ``tests/components/`` that is not a
+    base platform leave timers behind with only a warning (it takes our test files for
+    integrations); our tests must clean up, so a lingering timer fails them.
+    """
+    return False
+
+
 def _make_entry(cloud: CloudSimulator, **options: Any) -> MockConfigEntry:
     return MockConfigEntry(
         domain=DOMAIN,
@@ -97,6 +108,10 @@ def check_rendered(result: Any, where: str) -> None:
             texts.append(root["error"][error])
         if kind is FlowResultType.FORM and result.get("data_schema") is not None:
             _check_labels(result["data_schema"].schema, step, result["step_id"])
+        if kind is FlowResultType.MENU:
+            labels = step.get("menu_options", {})
+            unlabelled = [o for o in result["menu_options"] if not labels.get(o)]
+            assert not unlabelled, f"{result['step_id']}: menu options {unlabelled} unlabelled"
     filled = set(result.get("description_placeholders") or {})
     missing = {name for text in texts for name in _PLACEHOLDER.findall(text)} - filled
     assert not missing, f"{result.get('step_id') or result.get('reason')}: {missing} not filled"

@@ -39,6 +39,7 @@ from ekmsim.fleet import (
     Fleet,
     SimClock,
 )
+from tests.components.flows import async_open_options
 
 RELAY_1 = f"switch.omnimeter_{int(DEMO_METER)}_relay_1"
 RELAY_2 = f"switch.omnimeter_{int(DEMO_METER)}_relay_2"
@@ -552,7 +553,7 @@ async def test_setup_with_a_token(hass: HomeAssistant, cloud: CloudSimulator) ->
 
 async def test_options_set_and_forget_token(hass: HomeAssistant, account: MockConfigEntry) -> None:
     async def _options(extra: dict[str, Any]) -> Any:
-        result = await hass.config_entries.options.async_init(account.entry_id)
+        result = await async_open_options(hass, account.entry_id)
         return await hass.config_entries.options.async_configure(
             result["flow_id"],
             {"scan_interval": 60, "stale_threshold": 600, "push": {}, **extra},
@@ -566,7 +567,7 @@ async def test_options_set_and_forget_token(hass: HomeAssistant, account: MockCo
     assert account.data[CONF_API_TOKEN] == DEMO_API_TOKEN
     assert account.runtime_data.control.has_token  # type: ignore[union-attr]
     # Shown again, the token itself is never in the form; "forget" removes it.
-    result = await hass.config_entries.options.async_init(account.entry_id)
+    result = await async_open_options(hass, account.entry_id)
     assert DEMO_API_TOKEN not in repr(result["data_schema"].schema)
     assert "forget_api_token" in {str(k) for k in result["data_schema"].schema}
     result = await _options({})  # left empty: kept

@@ -32,6 +32,7 @@ from ekmsim.fleet import (
     DEMO_METER_KEY,
     Fleet,
 )
+from tests.components.flows import async_open_options
 
 
 async def _start(hass: HomeAssistant) -> str:
@@ -216,7 +217,7 @@ async def test_reconfigure(
 
 
 async def test_options(hass: HomeAssistant, loaded_entry: MockConfigEntry, fleet: Fleet) -> None:
-    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    result = await async_open_options(hass, loaded_entry.entry_id)
     assert result["type"] is FlowResultType.FORM
     schema_keys = {str(k) for k in result["data_schema"].schema}
     assert {CONF_SCAN_INTERVAL, CONF_STALE_THRESHOLD, CONF_METERS} <= schema_keys
@@ -304,7 +305,7 @@ async def test_every_cloud_form_renders(
     result = await loaded_entry.start_reconfigure_flow(hass)
     rendered(result, config)
     hass.config_entries.flow.async_abort(result["flow_id"])
-    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    result = await async_open_options(hass, loaded_entry.entry_id)
     assert result["step_id"] == "account"
     rendered(result, options)
     result = await hass.config_entries.options.async_configure(

@@ -30,6 +30,7 @@ from custom_components.ekm.const import (
 from ekmsim.cloud import CloudSimulator
 from ekmsim.fleet import DEMO_GATEWAY_MAC, DEMO_METER, Fleet, SimMeter
 from tests.components.bus_helpers import BUS_V3, BUS_V4, setup_bus_entry, virtual_bus
+from tests.components.flows import async_open_options
 
 DEMO_POWER = "sensor.omnimeter_10389_power"
 DEMO_IMPORT = "sensor.omnimeter_10389_energy_imported"
@@ -289,7 +290,7 @@ async def _choose_meters(
     hass: HomeAssistant, entry: MockConfigEntry, meters: list[str], **form: Any
 ) -> None:
     """Save the options with only these meters included (the entry reloads)."""
-    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await async_open_options(hass, entry.entry_id)
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {**form, CONF_METERS: meters}
     )
@@ -431,7 +432,7 @@ async def test_devices_are_named_to_tell_apart(
     assert names["000300000001"] == "Omnimeter 300000001"
     assert hass.states.get("sensor.water_heater_power") is not None
     # The options' meter list names them too.
-    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await async_open_options(hass, entry.entry_id)
     selector = result["data_schema"].schema["meters"]
     labels = {o["value"]: o["label"] for o in selector.config["options"]}
     assert labels[DEMO_METER] == f"{DEMO_METER} (Water heater)"

@@ -39,6 +39,7 @@ from ekmsim.fleet import (
     SimClock,
 )
 from ekmsim.mqtt import MqttSimulator
+from tests.components.flows import async_open_options
 
 PUSH_SENSOR = "binary_sensor.demo_push3_push_connected"  # the demo gateway is "Demo Push3"
 LAST_READ = f"binary_sensor.omnimeter_{int(DEMO_METER)}_reporting"  # written with every reading
@@ -220,7 +221,7 @@ async def test_rejected_key_raises_repair_issue(
     assert _state(hass, f"sensor.omnimeter_{int(DEMO_METER)}_power") != STATE_UNAVAILABLE
 
     # The user removes the key in the options: the issue goes away.
-    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await async_open_options(hass, entry.entry_id)
     result = await hass.config_entries.options.async_configure(
         result["flow_id"],
         {
@@ -379,7 +380,7 @@ async def test_options_add_and_remove_gateway_key(
     hass: HomeAssistant, loaded_entry: MockConfigEntry, broker: MqttSimulator
 ) -> None:
     push = {CONF_MQTT_SERVER: broker.url, CONF_MQTT_CA_FILE: str(broker.ca_file)}
-    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    result = await async_open_options(hass, loaded_entry.entry_id)
     result = await hass.config_entries.options.async_configure(
         result["flow_id"],
         {
@@ -395,7 +396,7 @@ async def test_options_add_and_remove_gateway_key(
     await until(hass, lambda: _state(hass, PUSH_SENSOR) == "on")
 
     # The key is never sent back to the form: it is offered by gateway MAC.
-    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    result = await async_open_options(hass, loaded_entry.entry_id)
     assert DEMO_GATEWAY_KEY not in repr(result["data_schema"].schema)
     result = await hass.config_entries.options.async_configure(
         result["flow_id"],
@@ -409,7 +410,7 @@ async def test_options_rejects_bad_new_key(
     hass: HomeAssistant, loaded_entry: MockConfigEntry, broker: MqttSimulator
 ) -> None:
     broker.reject_key(DEMO_GATEWAY_KEY)
-    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    result = await async_open_options(hass, loaded_entry.entry_id)
     result = await hass.config_entries.options.async_configure(
         result["flow_id"],
         {

@@ -31,6 +31,7 @@ from custom_components.ekm.const import (
 )
 from ekmsim.fleet import DEMO_METER, Fleet, SimClock, SimMeter
 from ekmsim.rs485 import VirtualBus
+from tests.components.flows import async_open_options
 
 V4 = DEMO_METER  # 000000010389, v4
 V3 = "000000010388"
@@ -206,7 +207,7 @@ async def test_reconfigure_and_options(
     assert loaded_bus.data[CONF_METERS] == {V4: {"protocol": "v4"}}
     assert loaded_bus.data[CONF_PASSWORDS] == {V4: PASSWORD}
 
-    result = await hass.config_entries.options.async_init(loaded_bus.entry_id)
+    result = await async_open_options(hass, loaded_bus.entry_id)
     result = await hass.config_entries.options.async_configure(
         result["flow_id"],
         {
@@ -261,7 +262,7 @@ async def test_every_bus_form_renders(
     rendered(result, "config")
     hass.config_entries.flow.async_abort(result["flow_id"])
 
-    result = await hass.config_entries.options.async_init(loaded_bus.entry_id)
+    result = await async_open_options(hass, loaded_bus.entry_id)
     assert result["step_id"] == "bus"
     assert result["description_placeholders"] == {"minimum": "2", "count": "2"}
     rendered(result, "options")
