@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 import logging
 
 import pytest
 
-from ekmsim.cloud import CloudSimulator
-from ekmsim.fleet import DEMO_ACCOUNT_KEY, DEMO_API_TOKEN, DEMO_GATEWAY_KEY, DEMO_METER_KEY, Fleet
+from ekmsim.cloud import CloudSimulator, Faults
+from ekmsim.fleet import (
+    DEMO_ACCOUNT_KEY,
+    DEMO_API_TOKEN,
+    DEMO_GARAGE_MAC,
+    DEMO_GATEWAY_KEY,
+    DEMO_GATEWAY_MAC,
+    DEMO_LAN_KEY,
+    DEMO_METER_KEY,
+    Fleet,
+    lan_key,
+)
+from ekmsim.lan import LanSimulator
 
 # The test plugin logs every SQL statement of the recorder at INFO; the history tests
 # write thousands of statistics rows, and that is only noise (and time).
@@ -16,6 +28,7 @@ logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
 
 # Every key the simulated world knows; none may ever reach a log record.
 KNOWN_SECRETS: set[str] = {DEMO_ACCOUNT_KEY, DEMO_GATEWAY_KEY, DEMO_METER_KEY, DEMO_API_TOKEN}
+KNOWN_SECRETS |= {DEMO_LAN_KEY, lan_key(DEMO_GARAGE_MAC)}  # the Push3s' LAN keys
 
 
 class _Recorder(logging.Handler):
@@ -94,5 +107,39 @@ async def cloud(fleet: Fleet) -> AsyncIterator[CloudSimulator]:
     await sim.start(host="127.0.0.1", port=0)
     try:
         yield sim
+    finally:
+        await sim.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class Push3Lan:
+    """The simulated Push3s' LAN API; ``host``/``key`` are the Demo Push3's."""
+
+    sim: LanSimulator
+    fleet: Fleet
+    faults: Faults  # the lan_* knobs (the cloud fixture's own Faults when both are used)
+    host: str  # "127.0.0.1:<port>"
+    key: str  # DEMO_LAN_KEY
+    mac: str = DEMO_GATEWAY_MAC
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>`` of the Demo Push3."""
+        return f"http://{self.host}"
+
+
+@pytest.fixture
+async def push3_lan(fleet: Fleet, request: pytest.FixtureRequest) -> AsyncIterator[Push3Lan]:
+    """Every gateway of the demo fleet serving its LAN readMeter API on a loopback port.
+
+    With the ``cloud`` fixture in the same test both share the fleet and one Faults, so
+    the cloud's ``/_sim/faults`` (or ``cloud.faults``) sets the ``lan_*`` knobs too.
+    """
+    faults = request.getfixturevalue("cloud").faults if "cloud" in request.fixturenames else None
+    sim = LanSimulator(fleet, faults=faults)
+    await sim.start(host="127.0.0.1", base_port=0)
+    demo = sim.gateway(DEMO_GATEWAY_MAC)
+    try:
+        yield Push3Lan(sim=sim, fleet=fleet, faults=sim.faults, host=demo.host, key=demo.key)
     finally:
         await sim.stop()
