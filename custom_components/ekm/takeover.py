@@ -29,7 +29,7 @@ from homeassistant.components.sensor.const import UNIT_CONVERTERS
 from homeassistant.config_entries import ConfigEntryDisabler, ConfigFlowResult, OptionsFlow
 from homeassistant.const import ATTR_RESTORED, ATTR_UNIT_OF_MEASUREMENT
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
-from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers import entity_registry as er, restore_state
 from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.helpers.selector import (
     BooleanSelector,
@@ -120,6 +120,10 @@ class TakeOverFlowMixin(OptionsFlow):
                 await _async_remove_old(self.hass, registry, old)
             if not self.hass.states.async_available(old):
                 return self.async_abort(reason="still_running")
+            # The old sensor left its last state to restore under its id: ours, re-added
+            # under that id, must keep its own totals (never-backwards guard), not the
+            # old sensor's value in another unit or with another offset.
+            restore_state.async_get(self.hass).last_states.pop(old, None)
             registry.async_update_entity(new, new_entity_id=old)
             if unit is not None:
                 registry.async_update_entity_options(
