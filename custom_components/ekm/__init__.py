@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.const import ATTR_RESTORED, CONF_API_KEY, CONF_PORT, Platform
+from homeassistant.const import ATTR_RESTORED, CONF_API_KEY, CONF_HOST, CONF_PORT, Platform
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import (
     config_validation as cv,
@@ -25,12 +25,14 @@ from .const import (
     CONF_GATEWAY_KEYS,
     CONF_HISTORY,
     CONF_KEY_TYPE,
+    CONF_LAN_KEY,
     CONF_METERS,
     CONF_MQTT_CA_FILE,
     CONF_MQTT_SERVER,
     CONF_SERVER,
     DEFAULT_FULL_READ_EVERY,
     DOMAIN,
+    ENTRY_LAN,
     ENTRY_RS485,
     LOGGER,
     MANUFACTURER,
@@ -41,6 +43,7 @@ from .coordinator import (
     EkmCoordinator,
     EkmData,
     EkmGatewayStatusCoordinator,
+    EkmLanCoordinator,
     EkmRs485Coordinator,
 )
 from .history import EkmHistoryCoordinator
@@ -48,6 +51,7 @@ from .push import EkmPushManager, async_create_ssl_context, issue_id
 from .pyekm import DEFAULT_SERVER, DeviceKind, EkmCloudClient
 from .pyekm.catalog import model_name
 from .pyekm.control import EkmControlClient
+from .pyekm.lan import EkmLanClient
 from .pyekm.mqtt import DEFAULT_MQTT_SERVER
 from .pyekm.redact import redact_url
 from .pyekm.rs485.client import EkmBus
@@ -64,6 +68,8 @@ RS485_PLATFORMS: list[Platform] = [
     Platform.SENSOR,
     Platform.SWITCH,
 ]
+# The Push3's readMeter LAN API only reads: no relays or settings.
+LAN_PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.SENSOR]
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
 
@@ -75,6 +81,7 @@ class EkmRuntimeData:
     client: EkmCloudClient | None = None
     push: EkmPushManager | None = None
     bus: EkmBus | None = None
+    lan: EkmLanClient | None = None
     summary: EkmSummaryClient | None = None
     history: EkmHistoryCoordinator | None = None
     gateway_status: EkmGatewayStatusCoordinator | None = None
@@ -93,13 +100,18 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 
 def platforms(entry: EkmConfigEntry) -> list[Platform]:
     """The platforms of an entry type."""
-    return RS485_PLATFORMS if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485 else PLATFORMS
+    entry_type = entry.data.get(CONF_ENTRY_TYPE)
+    if entry_type == ENTRY_RS485:
+        return RS485_PLATFORMS
+    return LAN_PLATFORMS if entry_type == ENTRY_LAN else PLATFORMS
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: EkmConfigEntry) -> bool:
-    """Set up an EKM Push account or an RS-485 meter bus."""
+    """Set up an EKM Push account, a Push3 on the local network or an RS-485 meter bus."""
     if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485:
         return await _async_setup_rs485(hass, entry)
+    if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_LAN:
+        return await _async_setup_lan(hass, entry)
     client = EkmCloudClient(
         async_get_clientsession(hass),
         entry.data[CONF_API_KEY],
@@ -229,8 +241,7 @@ async def _async_setup_rs485(hass: HomeAssistant, entry: EkmConfigEntry) -> bool
     entry.runtime_data = EkmRuntimeData(
         coordinator=coordinator, bus=bus, relays=BusRelays(coordinator)
     )
-    registry = dr.async_get(hass)
-    hub = registry.async_get_or_create(
+    hub = dr.async_get(hass).async_get_or_create(
         config_entry_id=entry.entry_id,
         identifiers={(DOMAIN, bus_identifier(entry))},
         manufacturer=MANUFACTURER,
@@ -240,6 +251,29 @@ async def _async_setup_rs485(hass: HomeAssistant, entry: EkmConfigEntry) -> bool
 
     entry.async_on_unload(coordinator.async_add_listener(_device_syncer(hass, entry, hub.id)))
     await hass.config_entries.async_forward_entry_setups(entry, RS485_PLATFORMS)
+    return True
+
+
+async def _async_setup_lan(hass: HomeAssistant, entry: EkmConfigEntry) -> bool:
+    """Set up the meters a Push3 gateway serves on the local network."""
+    client = EkmLanClient(
+        async_get_clientsession(hass), entry.data[CONF_HOST], entry.data[CONF_LAN_KEY]
+    )
+    coordinator = EkmLanCoordinator(hass, entry, client)
+    await coordinator.async_config_entry_first_refresh()
+    entry.runtime_data = EkmRuntimeData(coordinator=coordinator, lan=client)
+    # The readMeter API does not say which gateway it is (no MAC): the gateway's device
+    # is this entry's, named by its address on the network.
+    hub = dr.async_get(hass).async_get_or_create(
+        config_entry_id=entry.entry_id,
+        identifiers={(DOMAIN, bus_identifier(entry))},
+        manufacturer=MANUFACTURER,
+        model="Push3 gateway (local network)",
+        name=f"Push3 {client.host}",
+        configuration_url=f"http://{client.host}/",
+    )
+    entry.async_on_unload(coordinator.async_add_listener(_device_syncer(hass, entry, hub.id)))
+    await hass.config_entries.async_forward_entry_setups(entry, LAN_PLATFORMS)
     return True
 
 
@@ -275,7 +309,12 @@ def _device_syncer(
 
 
 def bus_identifier(entry: EkmConfigEntry) -> str:
-    """Device identifier of an RS-485 bus."""
+    """Device identifier of an entry's own hub: an RS-485 bus, or a Push3 on the LAN.
+
+    (A LAN entry's unique id already starts with ``lan_``.)
+    """
+    if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_LAN:
+        return f"{entry.unique_id}"
     return f"rs485_{entry.unique_id}"
 
 

@@ -10,7 +10,7 @@ from homeassistant.config_entries import (
     ConfigFlow,
     ConfigFlowResult,
 )
-from homeassistant.const import CONF_API_KEY, CONF_PORT
+from homeassistant.const import CONF_API_KEY, CONF_HOST, CONF_PORT
 from homeassistant.core import callback
 from homeassistant.helpers.selector import BooleanSelector
 import probatio as vol
@@ -23,14 +23,17 @@ from .const import (
     CONF_ENTRY_TYPE,
     CONF_GATEWAY_KEYS,
     CONF_KEY_TYPE,
+    CONF_LAN_KEY,
     CONF_METERS,
     CONF_PASSWORDS,
     CONF_SCAN_INTERVAL,
     CONF_SERVER,
     CONF_SINGLE_METER,
     CONF_USE_PUSH,
+    DEFAULT_LAN_SCAN_INTERVAL,
     DEFAULT_RS485_SCAN_INTERVAL,
     DOMAIN,
+    ENTRY_LAN,
     ENTRY_RS485,
     WILDCARD_ADDRESS,
     KeyType,
@@ -44,12 +47,14 @@ from .flow_helpers import (
     advanced_token,
     async_bus_schema,
     async_probe_bus,
+    async_probe_lan,
     async_validate,
     async_validate_gateway_keys,
     async_validate_token,
     entry_title,
     key_and_server,
     key_schema,
+    lan_schema,
     push_options,
     push_section,
 )
@@ -69,6 +74,7 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
     _gateways: set[str]
     _title: str
     _account: Account
+    _models: dict[str, str]
 
     @staticmethod
     @callback
@@ -77,8 +83,8 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
         return EkmOptionsFlow()
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Choose: an EKM Push account (cloud) or meters on a local RS-485 bus."""
-        return self.async_show_menu(step_id="user", menu_options=["cloud", "rs485"])
+        """Choose: EKM Push (cloud), a Push3 on the local network, or a local RS-485 bus."""
+        return self.async_show_menu(step_id="user", menu_options=["cloud", "lan", "rs485"])
 
     async def async_step_cloud(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Ask for the account key (and, under Advanced, another EKM server)."""
@@ -120,6 +126,54 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
             step_id="cloud",
             data_schema=self.add_suggested_values_to_schema(key_schema(), user_input),
             errors=errors,
+        )
+
+    async def async_step_lan(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the Push3's address and LAN key; read it before going on."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            key = str(user_input[CONF_LAN_KEY]).strip()
+            host, models, errors = await async_probe_lan(self.hass, user_input[CONF_HOST], key)
+            if not errors:
+                # A gateway is known by its meters (its API does not give its MAC): one
+                # already set up at another address gets the new address.
+                await self.async_set_unique_id(lan_unique_id(models))
+                self._abort_if_unique_id_configured(
+                    updates={CONF_HOST: host, CONF_LAN_KEY: key}, error="lan_already_configured"
+                )
+                self._data = {
+                    CONF_ENTRY_TYPE: ENTRY_LAN,
+                    CONF_HOST: host,
+                    CONF_LAN_KEY: key,
+                    CONF_METERS: sorted(models),
+                }
+                self._models = models
+                return await self.async_step_lan_confirm()
+        return self.async_show_form(
+            step_id="lan",
+            data_schema=self.add_suggested_values_to_schema(lan_schema(), user_input),
+            errors=errors,
+        )
+
+    async def async_step_lan_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """List the meters the Push3 serves; add them."""
+        host = self._data[CONF_HOST]
+        if user_input is not None:
+            return self.async_create_entry(
+                title=f"Push3 {host}",
+                data=self._data,
+                options={CONF_SCAN_INTERVAL: DEFAULT_LAN_SCAN_INTERVAL},
+            )
+        return self.async_show_form(
+            step_id="lan_confirm",
+            description_placeholders={
+                "host": host,
+                "count": str(len(self._models)),
+                "meters": "\n".join(f"- {a} ({m})" for a, m in self._models.items()),
+            },
+            last_step=True,
         )
 
     async def async_step_rs485(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
@@ -273,8 +327,10 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_reauth_confirm(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """Ask for a new key for the same account."""
+        """Ask for a new key for the same account (or the Push3's new LAN key)."""
         entry = self._get_reauth_entry()
+        if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_LAN:
+            return await self.async_step_reauth_lan(user_input)
         errors: dict[str, str] = {}
         if user_input is not None:
             key = user_input[CONF_API_KEY].strip()
@@ -291,6 +347,26 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
             errors=errors,
         )
 
+    async def async_step_reauth_lan(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """The Push3 rejected its LAN key: ask for the current one."""
+        entry = self._get_reauth_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            key = str(user_input[CONF_LAN_KEY]).strip()
+            _host, models, errors = await async_probe_lan(self.hass, entry.data[CONF_HOST], key)
+            if not errors and not set(models) & set(entry.data[CONF_METERS]):
+                errors["base"] = "lan_other_gateway"
+            if not errors:
+                return self.async_update_reload_and_abort(entry, data_updates={CONF_LAN_KEY: key})
+        return self.async_show_form(
+            step_id="reauth_lan",
+            data_schema=vol.Schema({vol.Required(CONF_LAN_KEY): KEY_SELECTOR}),
+            errors=errors,
+            description_placeholders={"host": entry.data[CONF_HOST]},
+        )
+
     async def async_step_reconfigure(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
@@ -298,6 +374,8 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
         entry = self._get_reconfigure_entry()
         if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485:
             return await self.async_step_reconfigure_rs485(user_input)
+        if entry.data.get(CONF_ENTRY_TYPE) == ENTRY_LAN:
+            return await self.async_step_reconfigure_lan(user_input)
         errors: dict[str, str] = {}
         if user_input is not None:
             # The key is never sent back to the form: left empty, the current one stays.
@@ -359,3 +437,38 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
             errors=errors,
             description_placeholders=placeholders,
         )
+
+    async def async_step_reconfigure_lan(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Change the Push3's address or LAN key; it must still serve this entry's meters."""
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            # The key is never sent back to the form: left empty, the current one stays.
+            key = str(user_input.get(CONF_LAN_KEY) or "").strip() or entry.data[CONF_LAN_KEY]
+            host, models, errors = await async_probe_lan(self.hass, user_input[CONF_HOST], key)
+            if not errors and not set(models) & set(entry.data[CONF_METERS]):
+                errors["base"] = "lan_other_gateway"
+            if not errors:
+                return self.async_update_reload_and_abort(
+                    entry,
+                    title=f"Push3 {host}",
+                    data_updates={
+                        CONF_HOST: host,
+                        CONF_LAN_KEY: key,
+                        CONF_METERS: sorted(set(entry.data[CONF_METERS]) | set(models)),
+                    },
+                )
+        return self.async_show_form(
+            step_id="reconfigure_lan",
+            data_schema=self.add_suggested_values_to_schema(
+                lan_schema(key_required=False), user_input or {CONF_HOST: entry.data[CONF_HOST]}
+            ),
+            errors=errors,
+        )
+
+
+def lan_unique_id(models: Mapping[str, str]) -> str:
+    """A Push3 on the LAN is known by its lowest meter address (its API gives no MAC)."""
+    return f"lan_{min(models)}"

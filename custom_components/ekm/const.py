@@ -70,6 +70,15 @@ GATEWAY_STATUS_INTERVAL: Final = timedelta(minutes=5)
 CONF_ENTRY_TYPE: Final = "entry_type"
 ENTRY_CLOUD: Final = "cloud"
 ENTRY_RS485: Final = "rs485"
+# A Push3 gateway read on the local network (its readMeter LAN API), no cloud.
+ENTRY_LAN: Final = "lan"
+CONF_LAN_KEY: Final = "lan_key"
+# The Push3 answers from what it last read of each meter: polling it often costs the
+# meters nothing. ha-ekm-local's default staleness (90 s) is kept.
+DEFAULT_LAN_SCAN_INTERVAL: Final = 10
+MIN_LAN_SCAN_INTERVAL: Final = 2
+DEFAULT_LAN_STALE_THRESHOLD: Final = 90
+MIN_LAN_STALE_THRESHOLD: Final = 20
 CONF_PASSWORDS: Final = "passwords"
 CONF_SINGLE_METER: Final = "single_meter"
 CONF_ADDRESSES: Final = "addresses"

@@ -23,6 +23,8 @@ from .const import (
     CONF_PASSWORDS,
     CONF_SCAN_INTERVAL,
     CONF_STALE_THRESHOLD,
+    DEFAULT_LAN_SCAN_INTERVAL,
+    DEFAULT_LAN_STALE_THRESHOLD,
     DEFAULT_RS485_SCAN_INTERVAL,
     DEFAULT_RS485_STALE_THRESHOLD,
     DEFAULT_SCAN_INTERVAL,
@@ -47,6 +49,7 @@ from .pyekm import (
     ReadSet,
 )
 from .pyekm.catalog import derive
+from .pyekm.lan import EkmLanClient
 from .pyekm.rs485.client import EkmBus
 from .pyekm.summary import EkmSummaryClient, GatewayStatus
 
@@ -461,3 +464,49 @@ class EkmRs485Coordinator(EkmCoordinator):
             await self.async_request_refresh()
         else:
             self.async_push_readings([replace(reading, address=address)])
+
+
+class EkmLanCoordinator(EkmCoordinator):
+    """Polls a Push3 gateway's readMeter API on the local network.
+
+    The gateway answers with the last read it has of each meter, also long after the
+    meter stopped answering: such a reading keeps its old ``Time_Stamp_UTC_ms`` and goes
+    stale like any other. Meters the gateway lists later are added as they appear.
+    """
+
+    def __init__(self, hass: HomeAssistant, entry: EkmConfigEntry, client: EkmLanClient) -> None:
+        super().__init__(
+            hass,
+            entry,
+            name=f"{DOMAIN} lan",
+            default_interval=DEFAULT_LAN_SCAN_INTERVAL,
+            default_stale=DEFAULT_LAN_STALE_THRESHOLD,
+        )
+        self.client = client
+        self.excluded = frozenset(entry.options.get(CONF_EXCLUDED_METERS, ()))
+        self.known: set[str] = set(entry.data.get(CONF_METERS, ()))
+        self.last_error: str | None = None
+
+    async def _async_update_data(self) -> EkmData:
+        try:
+            latest = await self.client.async_read_latest()
+        except EkmAuthError as err:
+            self.last_error = f"{type(err).__name__}: {err}"
+            raise ConfigEntryAuthFailed(
+                translation_domain=DOMAIN, translation_key="lan_key_rejected"
+            ) from err
+        except EkmError as err:
+            self.last_error = f"{type(err).__name__}: {err}"
+            raise UpdateFailed(
+                translation_domain=DOMAIN,
+                translation_key="lan_error",
+                translation_placeholders={"host": self.client.host, "error": str(err)},
+            ) from err
+        self.last_error = None
+        self.known |= latest.keys()
+        devices = self.data.devices
+        if devices.keys() != self.known - self.excluded:
+            devices = {
+                a: DeviceInfo(address=a) for a in sorted(self.known) if a not in self.excluded
+            }
+        return self.build_data(latest.values(), devices=devices)

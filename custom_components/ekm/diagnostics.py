@@ -17,8 +17,8 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.util import dt as dt_util
 
 from . import EkmConfigEntry, bus_identifier
-from .const import CONF_API_TOKEN, CONF_GATEWAY_KEYS, CONF_PASSWORDS, DOMAIN
-from .coordinator import EkmRs485Coordinator
+from .const import CONF_API_TOKEN, CONF_GATEWAY_KEYS, CONF_LAN_KEY, CONF_PASSWORDS, DOMAIN
+from .coordinator import EkmLanCoordinator, EkmRs485Coordinator
 from .history import MeterHistory
 from .pyekm import MeterReading
 from .pyekm.redact import redact_text
@@ -27,6 +27,7 @@ from .statistics import EXPORT, IMPORT, statistic_id
 TO_REDACT = {
     CONF_API_KEY,
     CONF_API_TOKEN,
+    CONF_LAN_KEY,
     CONF_PASSWORD,
     "key",
     "gateway_keys",
@@ -51,6 +52,7 @@ async def async_get_config_entry_diagnostics(
         "server": client.server if client else None,
         "requests": client.requests if client else None,
         "bus": _bus(entry),
+        "lan": _lan(entry),
         "last_update_success": coordinator.last_update_success,
         "update_interval_s": (
             coordinator.update_interval.total_seconds() if coordinator.update_interval else None
@@ -101,6 +103,7 @@ async def async_get_device_diagnostics(
     for ident in idents:
         if ident == bus_identifier(entry):
             result["bus"] = _bus(entry)
+            result["lan"] = _lan(entry)
         elif ident in gateways:
             result["gateway"] = _gateway(entry, ident)
         else:
@@ -260,6 +263,25 @@ def _control(entry: EkmConfigEntry) -> dict[str, Any] | None:
         "api_token": bool(control and control.has_token),
         "requests": control.requests if control else None,
         "relays": relays.diagnostics() if relays else None,
+    }
+
+
+def _lan(entry: EkmConfigEntry) -> dict[str, Any] | None:
+    """A Push3 on the LAN: where, how often asked, the last error, each meter's read age."""
+    client = entry.runtime_data.lan
+    coordinator = entry.runtime_data.coordinator
+    if client is None or not isinstance(coordinator, EkmLanCoordinator):
+        return None
+    now_ms = dt_util.utcnow().timestamp() * 1000
+    return {
+        "host": client.host,
+        "requests": client.requests,
+        "last_error": coordinator.last_error,
+        "meters_served": sorted(coordinator.known),
+        "read_age_s": {
+            address: round((now_ms - reading.timestamp_ms) / 1000, 1)
+            for address, reading in coordinator.data.readings.items()
+        },
     }
 
 

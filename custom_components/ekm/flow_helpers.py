@@ -9,7 +9,7 @@ import hashlib
 import re
 from typing import Any
 
-from homeassistant.const import CONF_API_KEY, CONF_PORT
+from homeassistant.const import CONF_API_KEY, CONF_HOST, CONF_PORT
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import section
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
@@ -34,6 +34,7 @@ from .const import (
     CONF_ADDRESSES,
     CONF_ADVANCED,
     CONF_API_TOKEN,
+    CONF_LAN_KEY,
     CONF_MQTT_CA_FILE,
     CONF_MQTT_SERVER,
     CONF_SERVER,
@@ -55,7 +56,9 @@ from .pyekm import (
     EkmTokenError,
     normalize_address,
 )
+from .pyekm.catalog import model_name
 from .pyekm.control import EkmControlClient
+from .pyekm.lan import EkmLanClient
 from .pyekm.mqtt import DEFAULT_MQTT_SERVER, parse_server
 from .pyekm.redact import mask
 from .pyekm.rs485.client import EkmBus
@@ -292,6 +295,38 @@ async def async_probe_bus(
         if owned and bus is not None:
             await bus.close()
     return meters, {}, {}
+
+
+async def async_probe_lan(
+    hass: HomeAssistant, host: str, key: str
+) -> tuple[str, dict[str, str], dict[str, str]]:
+    """Read a Push3 once on the LAN: (its host, {address: model}, form errors)."""
+    try:
+        client = EkmLanClient(async_get_clientsession(hass), host, key)
+    except ValueError:
+        return host, {}, {"host": "invalid_host"}
+    try:
+        latest = await client.async_read_latest()
+    except EkmAuthError:
+        return client.host, {}, {CONF_LAN_KEY: "invalid_lan_key"}
+    except EkmConnectionError:
+        return client.host, {}, {"base": "lan_cannot_connect"}
+    except EkmError as err:
+        LOGGER.debug("Unexpected answer from the Push3 at %s: %s", client.host, err)
+        return client.host, {}, {"base": "lan_invalid_response"}
+    if not latest:
+        return client.host, {}, {"base": "no_devices"}
+    models = {
+        address: model_name(reading.text("Model"), reading.protocol)
+        for address, reading in sorted(latest.items())
+    }
+    return client.host, models, {}
+
+
+def lan_schema(*, key_required: bool = True) -> vol.Schema:
+    """Host and LAN key of a Push3 (the key optional when reconfiguring: kept)."""
+    key = vol.Required(CONF_LAN_KEY) if key_required else vol.Optional(CONF_LAN_KEY)
+    return vol.Schema({vol.Required(CONF_HOST): TextSelector(), key: KEY_SELECTOR})
 
 
 def parse_addresses(text: str) -> list[str]:

@@ -34,19 +34,24 @@ from .const import (
     CONF_SERVER,
     CONF_STALE_THRESHOLD,
     DEFAULT_FULL_READ_EVERY,
+    DEFAULT_LAN_SCAN_INTERVAL,
+    DEFAULT_LAN_STALE_THRESHOLD,
     DEFAULT_RS485_SCAN_INTERVAL,
     DEFAULT_RS485_STALE_THRESHOLD,
     DEFAULT_SCAN_INTERVAL,
     DEFAULT_STALE_THRESHOLD,
+    ENTRY_LAN,
     ENTRY_RS485,
     MAX_SCAN_INTERVAL,
     MAX_STALE_THRESHOLD,
+    MIN_LAN_SCAN_INTERVAL,
+    MIN_LAN_STALE_THRESHOLD,
     MIN_RS485_STALE_THRESHOLD,
     MIN_SCAN_INTERVAL,
     MIN_STALE_THRESHOLD,
     rs485_min_interval,
 )
-from .coordinator import EkmCloudCoordinator
+from .coordinator import EkmCloudCoordinator, EkmLanCoordinator
 from .flow_helpers import (
     CONF_PUSH,
     KEY_SELECTOR,
@@ -58,6 +63,7 @@ from .flow_helpers import (
     push_options,
     push_section,
 )
+from .pulse import CONF_PULSE_INPUTS
 from .pulse_flow import PulseInputsFlowMixin
 from .pyekm import (
     DEFAULT_SERVER,
@@ -66,8 +72,11 @@ from .pyekm.redact import mask
 from .takeover import TakeOverFlowMixin
 
 CONF_FORGET_TOKEN = "forget_api_token"  # noqa: S105 (a field name)
+# The settings step of each entry type (an EKM Push key has no entry type).
+SETTINGS_STEP = {ENTRY_RS485: "bus", ENTRY_LAN: "lan"}
 # Menu entries every entry type has, after its own settings.
 MENU_EXTRAS = ("pulse_inputs", "take_over")
+OTHER_STEPS_OPTIONS = (CONF_PULSE_INPUTS,)
 
 
 class EkmOptionsFlow(PulseInputsFlowMixin, TakeOverFlowMixin, OptionsFlowWithReload):
@@ -75,9 +84,7 @@ class EkmOptionsFlow(PulseInputsFlowMixin, TakeOverFlowMixin, OptionsFlowWithRel
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """A menu: the settings of the entry's type, pulse inputs, taking over sensors."""
-        settings = (
-            "bus" if self.config_entry.data.get(CONF_ENTRY_TYPE) == ENTRY_RS485 else "account"
-        )
+        settings = SETTINGS_STEP.get(self.config_entry.data.get(CONF_ENTRY_TYPE, ""), "account")
         return self.async_show_menu(step_id="init", menu_options=[settings, *MENU_EXTRAS])
 
     async def async_step_account(
@@ -122,6 +129,7 @@ class EkmOptionsFlow(PulseInputsFlowMixin, TakeOverFlowMixin, OptionsFlowWithRel
                 keys = {k: mac for k, mac in current_keys.items() if mac in keep} | new_keys
                 return self.async_create_entry(
                     data={
+                        **self._other_steps_options(),
                         CONF_SCAN_INTERVAL: int(user_input[CONF_SCAN_INTERVAL]),
                         CONF_STALE_THRESHOLD: int(user_input[CONF_STALE_THRESHOLD]),
                         CONF_HISTORY: bool(user_input.get(CONF_HISTORY, True)),
@@ -188,6 +196,11 @@ class EkmOptionsFlow(PulseInputsFlowMixin, TakeOverFlowMixin, OptionsFlowWithRel
             description_placeholders=placeholders,
         )
 
+    def _other_steps_options(self) -> dict[str, Any]:
+        """The options other menu entries own (pulse inputs): a settings step keeps them."""
+        options = self.config_entry.options
+        return {k: options[k] for k in OTHER_STEPS_OPTIONS if k in options}
+
     def _store_token(self, token: str, *, forget: bool) -> None:
         """A new API token replaces the stored one; "forget" removes it (entry data)."""
         entry = self.config_entry
@@ -209,6 +222,7 @@ class EkmOptionsFlow(PulseInputsFlowMixin, TakeOverFlowMixin, OptionsFlowWithRel
             selected = set(user_input.get(CONF_METERS, addresses))
             return self.async_create_entry(
                 data={
+                    **self._other_steps_options(),
                     CONF_SCAN_INTERVAL: max(minimum, int(user_input[CONF_SCAN_INTERVAL])),
                     CONF_STALE_THRESHOLD: int(user_input[CONF_STALE_THRESHOLD]),
                     CONF_FULL_READ_EVERY: int(user_input[CONF_FULL_READ_EVERY]),
@@ -243,3 +257,38 @@ class EkmOptionsFlow(PulseInputsFlowMixin, TakeOverFlowMixin, OptionsFlowWithRel
             data_schema=schema,
             description_placeholders={"minimum": str(minimum), "count": str(len(addresses))},
         )
+
+    async def async_step_lan(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Options of a Push3 on the local network: poll interval, staleness, meters."""
+        entry: EkmConfigEntry = self.config_entry
+        coordinator = entry.runtime_data.coordinator if hasattr(entry, "runtime_data") else None
+        known = coordinator.known if isinstance(coordinator, EkmLanCoordinator) else set()
+        addresses = sorted(known | set(entry.data[CONF_METERS]))
+        options = entry.options
+        if user_input is not None:
+            selected = set(user_input.get(CONF_METERS, addresses))
+            return self.async_create_entry(
+                data={
+                    **self._other_steps_options(),
+                    CONF_SCAN_INTERVAL: int(user_input[CONF_SCAN_INTERVAL]),
+                    CONF_STALE_THRESHOLD: int(user_input[CONF_STALE_THRESHOLD]),
+                    CONF_EXCLUDED_METERS: sorted(set(addresses) - selected),
+                }
+            )
+        excluded = set(options.get(CONF_EXCLUDED_METERS, ()))
+        schema = vol.Schema(
+            {
+                vol.Required(
+                    CONF_SCAN_INTERVAL,
+                    default=options.get(CONF_SCAN_INTERVAL, DEFAULT_LAN_SCAN_INTERVAL),
+                ): box(MIN_LAN_SCAN_INTERVAL, MAX_SCAN_INTERVAL),
+                vol.Required(
+                    CONF_STALE_THRESHOLD,
+                    default=options.get(CONF_STALE_THRESHOLD, DEFAULT_LAN_STALE_THRESHOLD),
+                ): box(MIN_LAN_STALE_THRESHOLD, MAX_STALE_THRESHOLD),
+                vol.Required(
+                    CONF_METERS, default=[a for a in addresses if a not in excluded]
+                ): meter_select(addresses),
+            }
+        )
+        return self.async_show_form(step_id="lan", data_schema=schema)
