@@ -43,6 +43,7 @@ from homeassistant.util.unit_conversion import EnergyConverter
 
 from .const import CONF_HISTORY_SINCE, DOMAIN, LOGGER
 from .coordinator import EkmSummaryCoordinator, update_failed
+from .pulse_history import PulseHistory
 from .pyekm import DeviceKind, EkmAuthError, EkmError, EkmRateLimitError
 from .pyekm.errors import EkmRequestError
 from .pyekm.summary import EkmSummaryClient, Report, SummaryPeriod
@@ -173,6 +174,7 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
         self.rows_written = 0
         since = entry.options.get(CONF_HISTORY_SINCE)
         self.since: date | None = date.fromisoformat(since) if since else None
+        self.pulses = PulseHistory(hass, entry.options)  # ekm:<address>_pulse_<n>
 
     # --- the run ----------------------------------------------------------------------
 
@@ -259,6 +261,7 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
             if meter.recent:
                 meter.last_hour_ms = max(meter.recent)
                 meter.started_ms = meter.started_ms or min(meter.recent)
+            await self.pulses.async_load(address)
             meter.loaded = True
 
     async def _async_find_first_reports(self, addresses: Sequence[str]) -> None:
@@ -353,7 +356,7 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
             datetime.fromtimestamp((window_start - HOUR_MS) / 1000, UTC),
             now,
             timezone=self.hass.config.time_zone,
-            fields=SUMMARY_FIELDS,
+            fields=(*SUMMARY_FIELDS, *self.pulses.fields),
         )
         by_meter: dict[str, list[SummaryPeriod]] = {a: [] for a in addresses}
         for period in periods:
@@ -372,7 +375,7 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
             datetime.fromtimestamp((window_start - HOUR_MS) / 1000, UTC),
             now,
             timezone=self.hass.config.time_zone,
-            fields=SUMMARY_FIELDS,
+            fields=(*SUMMARY_FIELDS, *self.pulses.fields),
         ):
             periods = carry + chunk
             if not periods:
@@ -422,6 +425,7 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
         inside = [p for p in periods if p.start_ms >= window_start]
         if not inside:
             return previous
+        self.pulses.write(meter.address, inside, previous, now, self._name(meter.address))
         energy = hourly_energy(
             inside,
             now_ms=int(now.timestamp() * 1000),
@@ -512,6 +516,7 @@ class EkmHistoryCoordinator(EkmSummaryCoordinator[Mapping[str, MeterHistory]]):
             meter.recent = {base[0]: (0.0, 0.0, base[1], base[2], 0.0)} if base else {}
             meter.last_hour_ms = base[0] if base else None
             meter.started_ms = min(meter.started_ms or start_ms, start_ms)
+            await self.pulses.async_rewind(address, start_ms)
             await self._async_import(meter, start_ms, now)
         self._publish_progress()
         return (self.rows_written - written_before) // 2

@@ -407,6 +407,9 @@ async def async_setup_entry(
     )
     if (history := entry.runtime_data.history) is not None:
         _add_history_sensors(entry, history, async_add_entities)
+    from .pulse import async_add_pulse_entities  # noqa: PLC0415 (pulse.py builds on this)
+
+    async_add_pulse_entities(entry, async_add_entities)
 
 
 # The import's progress (a number with a unit, so the logbook leaves it out: a timestamp
