@@ -19,6 +19,8 @@ DEMO_ACCOUNT_KEY = "MTAxMDoyMDIw"
 GATEWAY_KEYS = ["NjUyNjk0MzY6KDkkPVtXLUpQZyFmaDBrYTlJ", "NjUyNjk0Mzc6U2ltLUtleS0yIQ"]
 # The simulator's API token (ekmsim.fleet.DEMO_API_TOKEN): the trigger actions need one.
 DEMO_API_TOKEN = "ekmsim-api-token-7f3c9a2e5b1d4086"  # noqa: S105 - the simulator's demo token
+# The Demo Push3's LAN key (ekmsim.fleet.DEMO_LAN_KEY): its readMeter API on the local network.
+DEMO_LAN_KEY = "17f30fa7ee445c178b97"
 BUS_METERS = "300000001234, 000000022222"
 USERNAME = PASSWORD = "dev"  # noqa: S105 - the documented development login
 # The simulator's demo home (ekmsim.fleet.Fleet.demo): one house with rooftop PV.
@@ -115,7 +117,7 @@ async def token(session: aiohttp.ClientSession, url: str) -> str:
 async def configure_ekm(
     session: aiohttp.ClientSession, url: str, args: argparse.Namespace, access: str
 ) -> None:
-    """Add the EKM account and the RS-485 bus, as a user would, unless they are there."""
+    """Add the EKM account, the Push3 on the LAN and the RS-485 bus, unless they are there."""
     headers = {"Authorization": f"Bearer {access}"}
     async with session.get(
         f"{url}/api/config/config_entries/entry", params={"domain": "ekm"}, headers=headers
@@ -153,6 +155,9 @@ async def configure_ekm(
                 },
             ]
         )
+    if not any(t.startswith("Push3 ") for t in titles):
+        log(f"adding the Demo Push3 on the local network ({args.lan})")
+        await flow([{"next_step_id": "lan"}, {"host": args.lan, "lan_key": DEMO_LAN_KEY}, {}])
     if not any(t.startswith("RS-485") for t in titles):
         log(f"adding the RS-485 bus {args.bus}")
         await flow(
@@ -307,6 +312,7 @@ async def main() -> None:
     parser.add_argument("--mqtt", required=True)
     parser.add_argument("--ca", required=True)
     parser.add_argument("--bus", required=True)
+    parser.add_argument("--lan", required=True, help="host:port of the Demo Push3's LAN API")
     args = parser.parse_args()
     async with aiohttp.ClientSession() as session:
         await wait_for(session, args.ha)

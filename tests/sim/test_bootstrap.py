@@ -16,7 +16,9 @@ import pytest
 from ekmsim.fleet import (
     DEMO_ACCOUNT_KEY,
     DEMO_API_TOKEN,
+    DEMO_GATEWAY_MAC,
     DEMO_GRID_METER,
+    DEMO_LAN_KEY,
     DEMO_SOLAR_METER,
     DEMO_SUBPANEL_METER,
     DEMO_WATER_HEATER_METER,
@@ -45,6 +47,9 @@ def test_constants_match_the_simulator(bootstrap: ModuleType) -> None:
     fleet = Fleet.demo()
     assert bootstrap.DEMO_ACCOUNT_KEY == DEMO_ACCOUNT_KEY
     assert bootstrap.DEMO_API_TOKEN == DEMO_API_TOKEN
+    assert bootstrap.DEMO_LAN_KEY == DEMO_LAN_KEY == fleet.gateways[DEMO_GATEWAY_MAC].lan_key
+    # scripts/develop serves the Demo Push3's LAN API on the second port (sorted by MAC).
+    assert sorted(fleet.gateways).index(DEMO_GATEWAY_MAC) == 1
     assert [gw.key for gw in fleet.gateways.values()] == bootstrap.GATEWAY_KEYS
     grid, solar = fleet.meters[bootstrap.GRID_METER], fleet.meters[bootstrap.SOLAR_METER]
     assert grid.solar and not grid.production  # import and return to grid
