@@ -26,6 +26,9 @@ USERNAME = PASSWORD = "dev"  # noqa: S105 - the documented development login
 # The simulator's demo home (ekmsim.fleet.Fleet.demo): one house with rooftop PV.
 GRID_METER = "000000000099"  # the grid connection: imports at night, exports by day
 SOLAR_METER = "000000015635"  # the PV production meter: its forward energy is the production
+# The house's water meter on the grid meter's pulse input 1 (0.1 gal per pulse).
+WATER_INPUT = {"kind": "water", "per_pulse": 0.1, "unit": "gal"}
+WATER_STATISTIC = f"ekm:{GRID_METER}_pulse_1"
 # Individual devices, sub-meters inside the house: (meter, name, the meter that includes it).
 DEVICE_METERS: tuple[tuple[str, str, str | None], ...] = (
     ("000000010388", "Sub-panel", None),
@@ -169,7 +172,58 @@ async def configure_ekm(
         )
 
 
-def energy_prefs(power: dict[str, str]) -> dict[str, Any]:
+async def configure_pulse_input(session: aiohttp.ClientSession, url: str, access: str) -> None:
+    """The water meter on the grid meter's input 1, in the account's options (once)."""
+    headers = {"Authorization": f"Bearer {access}"}
+    async with session.get(
+        f"{url}/api/config/config_entries/entry", params={"domain": "ekm"}, headers=headers
+    ) as response:
+        entries = [e for e in await response.json() if e["title"].startswith("EKM Push")]
+    if not entries:
+        return
+    base = f"{url}/api/config/config_entries/options/flow"
+
+    async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with session.post(f"{base}{path}", json=body, headers=headers) as response:
+            answer: dict[str, Any] = await response.json()
+            return answer
+
+    result = await post("", {"handler": entries[0]["entry_id"]})
+    flow = f"/{result.get('flow_id')}"
+    if result.get("type") != "menu" or "pulse_inputs" not in result.get("menu_options", []):
+        log("pulse input not configured: the options have no pulse inputs step")
+        return
+    result = await post(flow, {"next_step_id": "pulse_inputs"})
+    if result.get("step_id") == "pulse_inputs":
+        result = await post(flow, {"meter": GRID_METER})
+    if result.get("step_id") != "pulse_meter":
+        log(f"pulse input not configured: {result.get('reason') or result.get('errors')}")
+        return
+    shown = pulse_inputs_shown(result["data_schema"])
+    if shown.get("input_1") == WATER_INPUT:
+        async with session.delete(f"{base}{flow}", headers=headers):
+            return
+    result = await post(flow, {**shown, "input_1": WATER_INPUT})
+    if result.get("type") == "create_entry":
+        log("pulse input 1 of the grid meter: the house's water meter (0.1 gal per pulse)")
+    else:
+        log(f"pulse input not configured: {result.get('errors')}")
+
+
+def pulse_inputs_shown(schema: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What the pulse_meter form shows for each input (kept as it is when submitted)."""
+    shown: dict[str, dict[str, Any]] = {}
+    for section in schema:
+        fields: dict[str, Any] = {}
+        for item in section.get("schema", []):
+            given = item.get("default", (item.get("description") or {}).get("suggested_value"))
+            if given is not None:
+                fields[item["name"]] = given
+        shown[section["name"]] = fields
+    return shown
+
+
+def energy_prefs(power: dict[str, str], flow: str | None = None) -> dict[str, Any]:
     """The demo home's energy preferences; ``power``: meter address -> power sensor.
 
     Energy comes from the external statistics the history import writes
@@ -177,6 +231,8 @@ def energy_prefs(power: dict[str, str]) -> dict[str, Any]:
     *Now* power from the meters' Power sensors: the grid meter's is signed (positive =
     import), the PV meter's is its production, each device's its draw. The water heater
     is a circuit of the sub-panel (``included_in_stat``), so it is not counted twice.
+    Water: the grid meter's pulse input 1 (``ekm:<address>_pulse_1``), its flow rate
+    ``flow`` for *Now*.
     """
 
     def rate(address: str) -> dict[str, str]:
@@ -208,7 +264,12 @@ def energy_prefs(power: dict[str, str]) -> dict[str, Any]:
         }
         for address, name, parent in DEVICE_METERS
     ]
-    return {"energy_sources": [grid, solar], "device_consumption": devices}
+    water = {
+        "type": "water",
+        "stat_energy_from": WATER_STATISTIC,
+        **({"stat_rate": flow} if flow else {}),
+    }
+    return {"energy_sources": [grid, solar, water], "device_consumption": devices}
 
 
 def _statistics(prefs: dict[str, Any]) -> set[tuple[str, str]]:
@@ -239,7 +300,9 @@ def energy_action(current: dict[str, Any], wanted: dict[str, Any]) -> str:
         return "keep"
     if not sources and not devices:
         return "save"
-    if _statistics(current) == _statistics(wanted):  # ours, power sensors missing then
+    ours = _statistics(wanted)
+    # Ours, power sensors missing then, or saved before the water meter.
+    if _statistics(current) in (ours, ours - {("water", WATER_STATISTIC)}):
         return "save"
     older = (
         len(sources) == 1
@@ -278,8 +341,18 @@ async def configure_energy(session: aiohttp.ClientSession, url: str, access: str
         current = prefs["result"] if prefs.get("success") else {}
         meters = (GRID_METER, SOLAR_METER, *(address for address, _, _ in DEVICE_METERS))
         power: dict[str, str] = {}
+        flow: str | None = None
         for _ in range(60):
             registry = await call({"type": "config/entity_registry/list"})
+            flow = next(
+                (
+                    e["entity_id"]
+                    for e in registry["result"]
+                    if e["platform"] == "ekm"
+                    and e["unique_id"].endswith(f"_{GRID_METER}_pulse_water_flow_1")
+                ),
+                None,
+            )
             power = {
                 address: e["entity_id"]
                 for e in registry["result"]
@@ -287,10 +360,10 @@ async def configure_energy(session: aiohttp.ClientSession, url: str, access: str
                 for address in meters
                 if e["unique_id"].endswith(f"_{address}_power")
             }
-            if len(power) == len(meters):
+            if len(power) == len(meters) and flow:
                 break
             await asyncio.sleep(1)
-        wanted = energy_prefs(power)
+        wanted = energy_prefs(power, flow)
         action = energy_action(current, wanted)
         if action == "keep":
             return
@@ -299,7 +372,7 @@ async def configure_energy(session: aiohttp.ClientSession, url: str, access: str
             return
         answer = await call({"type": "energy/save_prefs", **wanted})
         if answer.get("success"):
-            log("Energy dashboard configured: the demo home (grid, rooftop PV, two sub-meters)")
+            log("Energy dashboard configured: the demo home (grid, PV, two sub-meters, water)")
         else:
             log(f"Energy dashboard not configured: {answer.get('error')}")
 
@@ -318,6 +391,7 @@ async def main() -> None:
         await wait_for(session, args.ha)
         access = await token(session, args.ha)
         await configure_ekm(session, args.ha, args, access)
+        await configure_pulse_input(session, args.ha, access)
         await configure_energy(session, args.ha, access)
 
 

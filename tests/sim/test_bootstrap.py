@@ -21,6 +21,7 @@ from ekmsim.fleet import (
     DEMO_LAN_KEY,
     DEMO_SOLAR_METER,
     DEMO_SUBPANEL_METER,
+    DEMO_WATER_GAL_PER_PULSE,
     DEMO_WATER_HEATER_METER,
     Fleet,
 )
@@ -32,6 +33,7 @@ POWER = {
         DEMO_GRID_METER, DEMO_SOLAR_METER, DEMO_SUBPANEL_METER, DEMO_WATER_HEATER_METER
     )
 }  # fmt: skip
+FLOW = f"sensor.omnimeter_{int(DEMO_GRID_METER)}_water_flow_input_1"
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,7 @@ def test_prefs_follow_home_assistants_schema(bootstrap: ModuleType) -> None:
     prefs = bootstrap.energy_prefs(POWER)
     sources = ENERGY_SOURCE_SCHEMA(prefs["energy_sources"])
     devices = [DEVICE_CONSUMPTION_SCHEMA(d) for d in prefs["device_consumption"]]
-    grid, solar = sources
+    grid, solar, water = sources
     assert grid["type"] == "grid"
     assert grid["stat_energy_from"] == "ekm:000000000099_energy_import"
     assert grid["stat_energy_to"] == "ekm:000000000099_energy_export"
@@ -78,6 +80,10 @@ def test_prefs_follow_home_assistants_schema(bootstrap: ModuleType) -> None:
         "stat_energy_from": "ekm:000000015635_energy_import",
         "stat_rate": POWER[DEMO_SOLAR_METER],
     }
+    # The house's water meter on the grid meter's pulse input 1, with its flow rate.
+    assert water == {"type": "water", "stat_energy_from": "ekm:000000000099_pulse_1"}
+    flowing = bootstrap.energy_prefs(POWER, FLOW)["energy_sources"][2]
+    assert ENERGY_SOURCE_SCHEMA([flowing])[0]["stat_rate"] == FLOW
     assert devices == [
         {
             "stat_consumption": "ekm:000000010388_energy_import",
@@ -96,6 +102,41 @@ def test_prefs_follow_home_assistants_schema(bootstrap: ModuleType) -> None:
     ENERGY_SOURCE_SCHEMA(bare["energy_sources"])
     assert not any("stat_rate" in d for d in bare["device_consumption"])
     assert "power_config" not in bare["energy_sources"][0]
+
+
+def test_pulse_input_matches_the_simulator(bootstrap: ModuleType) -> None:
+    grid = Fleet.demo().meters[DEMO_GRID_METER]
+    assert grid.water_pulses_per_day > 0
+    assert bootstrap.WATER_INPUT == {
+        "kind": "water",
+        "per_pulse": DEMO_WATER_GAL_PER_PULSE,
+        "unit": "gal",
+    }
+    # What the pulse_meter form shows for each input, kept when the script submits it.
+    schema = [
+        {
+            "name": "input_1",
+            "type": "expandable",
+            "schema": [
+                {"name": "kind", "default": "nothing"},
+                {"name": "per_pulse", "description": None},
+                {"name": "unit"},
+            ],
+        },
+        {
+            "name": "input_2",
+            "type": "expandable",
+            "schema": [
+                {"name": "kind", "default": "electricity"},
+                {"name": "per_pulse", "description": {"suggested_value": 1.0}},
+                {"name": "unit", "description": {"suggested_value": "Wh"}},
+            ],
+        },
+    ]
+    assert bootstrap.pulse_inputs_shown(schema) == {
+        "input_1": {"kind": "nothing"},
+        "input_2": {"kind": "electricity", "per_pulse": 1.0, "unit": "Wh"},
+    }
 
 
 def _stored(prefs: dict[str, Any]) -> dict[str, Any]:
@@ -120,6 +161,10 @@ def test_what_is_saved_and_what_is_left_alone(bootstrap: ModuleType) -> None:
     assert action(_stored(wanted), wanted) == "keep"
     # Saved before the power sensors existed: completed now.
     assert action(_stored(bootstrap.energy_prefs({})), wanted) == "save"
+    # Saved before the water meter: it is added.
+    before_water = bootstrap.energy_prefs(POWER)
+    before_water["energy_sources"] = before_water["energy_sources"][:2]
+    assert action(_stored(before_water), wanted) == "save"
     # The layouts older versions of the script saved: the grid meter, the rest as devices.
     grid = {"type": "grid", "cost_adjustment_day": 0}
     for stat in ("ekm:{}_energy_import", "sensor.omnimeter_{}_energy_imported"):
