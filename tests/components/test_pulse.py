@@ -20,7 +20,7 @@ from homeassistant.components.recorder.statistics import (
     get_metadata,
     statistics_during_period,
 )
-from homeassistant.const import CONF_PORT, STATE_UNAVAILABLE, STATE_UNKNOWN
+from homeassistant.const import CONF_HOST, CONF_PORT, STATE_UNAVAILABLE, STATE_UNKNOWN
 from homeassistant.core import HomeAssistant, State
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import device_registry as dr, entity_registry as er
@@ -40,9 +40,11 @@ from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 from custom_components.ekm.const import (
     CONF_ENTRY_TYPE,
     CONF_HISTORY,
+    CONF_LAN_KEY,
     CONF_METERS,
     CONF_SCAN_INTERVAL,
     DOMAIN,
+    ENTRY_LAN,
     ENTRY_RS485,
 )
 from custom_components.ekm.pulse import (
@@ -55,6 +57,7 @@ from custom_components.ekm.pulse_history import hourly_counts
 from custom_components.ekm.pyekm.summary import SummaryPeriod
 from ekmsim.cloud import CloudSimulator
 from ekmsim.fleet import (
+    DEMO_GARAGE_MAC,
     DEMO_GRID_METER,
     DEMO_WATER_GAL_PER_PULSE,
     DEMO_WATER_PULSES_PER_DAY,
@@ -63,6 +66,7 @@ from ekmsim.fleet import (
     SimMeter,
 )
 from ekmsim.rs485 import VirtualBus
+from tests.conftest import Push3Lan
 
 # 2026-11-03 12:00 UTC = 07:00 at the meters (UTC-5): the morning's showers.
 NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
@@ -615,3 +619,36 @@ async def test_energy_dashboard_accepts_them(
     answer = await client.receive_json()
     assert answer["success"], answer
     assert answer["result"]["energy_sources"] == [[], []]
+
+
+async def test_totals_and_flow_from_a_push3_on_the_lan(
+    hass: HomeAssistant, fleet: Fleet, push3_lan: Push3Lan, freezer: FrozenDateTimeFactory
+) -> None:
+    """The grid meter read from the Garage Push3's LAN API: the same total and flow."""
+    garage = push3_lan.sim.gateway(DEMO_GARAGE_MAC)
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title=f"Push3 {garage.host}",
+        unique_id=f"lan_{GRID}",
+        data={
+            CONF_ENTRY_TYPE: ENTRY_LAN,
+            CONF_HOST: garage.host,
+            CONF_LAN_KEY: garage.key,
+            CONF_METERS: [GRID],
+        },
+        options={CONF_SCAN_INTERVAL: 10, CONF_PULSE_INPUTS: WATER_OPTIONS},
+    )
+    await setup(hass, entry)
+    meter = fleet.meters[GRID]
+    assert value(hass, WATER) == pytest.approx(pulses(meter, NOW) * 0.1)
+    assert hass.states.get(WATER_FLOW).state == STATE_UNKNOWN
+    fleet.advance(60)
+    freezer.tick(timedelta(minutes=1))
+    await entry.runtime_data.coordinator.async_refresh()
+    await hass.async_block_till_done()
+    later = NOW + timedelta(minutes=1)
+    assert value(hass, WATER) == pytest.approx(pulses(meter, later) * 0.1)
+    assert value(hass, WATER_FLOW) == pytest.approx(
+        (pulses(meter, later) - pulses(meter, NOW)) * 0.1
+    )
+    assert await hass.config_entries.async_unload(entry.entry_id)
