@@ -70,7 +70,7 @@ class TakeOverFlowMixin(OptionsFlow):
             return self.async_abort(reason="no_sensors")
         errors: dict[str, str] = {}
         if user_input is not None:
-            old = str(user_input[CONF_OLD_ENTITY]).strip().lower()
+            old = str(user_input.get(CONF_OLD_ENTITY) or "").strip().lower()
             new = user_input[CONF_NEW_ENTITY]
             error = _check(self.hass, registry, old, new, ours)
             if error is None:
@@ -80,7 +80,8 @@ class TakeOverFlowMixin(OptionsFlow):
         candidates = await _async_candidates(self.hass, registry, self.config_entry)
         schema = vol.Schema(
             {
-                vol.Required(CONF_OLD_ENTITY): SelectSelector(
+                # Optional for the form only (a required list preselects its first entry).
+                vol.Optional(CONF_OLD_ENTITY): SelectSelector(
                     SelectSelectorConfig(
                         options=candidates,
                         custom_value=True,
@@ -160,9 +161,11 @@ def _our_sensors(registry: er.EntityRegistry, entry: EkmConfigEntry) -> list[str
 async def _async_candidates(
     hass: HomeAssistant, registry: er.EntityRegistry, entry: EkmConfigEntry
 ) -> list[SelectOptionDict]:
-    """Sensors of other integrations (or entries), and ids only the recorder still has."""
+    """Measuring sensors of other integrations or entries, and ids only the recorder has."""
     options: dict[str, str] = {}
     for state in hass.states.async_all(SENSOR_DOMAIN):
+        if ATTR_UNIT_OF_MEASUREMENT not in state.attributes:
+            continue  # not a measurement whose history is worth keeping
         reg = registry.async_get(state.entity_id)
         if reg is not None and reg.config_entry_id == entry.entry_id:
             continue

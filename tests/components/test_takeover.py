@@ -94,6 +94,10 @@ async def test_take_over_a_template_sensor(
     }
     assert labels[OLD] == f"Water heater kWh ({OLD}, template)"
     assert not any(value == OURS for value in labels)  # our own sensors are not offered
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"new_entity": OURS}
+    )
+    assert result["errors"] == {"old_entity": "invalid_entity"}  # nothing picked
 
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {"old_entity": OLD, "new_entity": OURS}
