@@ -38,7 +38,7 @@ from tests.components.flows import async_open_options
 async def _start(hass: HomeAssistant) -> str:
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
     assert result["type"] is FlowResultType.MENU
-    assert result["menu_options"] == ["cloud", "rs485"]
+    assert result["menu_options"] == ["cloud", "lan", "rs485"]
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {"next_step_id": "cloud"}
     )
@@ -208,6 +208,8 @@ async def test_reconfigure(
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "reconfigure_successful"
     assert loaded_entry.data[CONF_API_KEY] == DEMO_ACCOUNT_KEY
+    await hass.async_block_till_done()  # the entry reloads with the new server address
+    assert loaded_entry.state is ConfigEntryState.LOADED
 
     result = await loaded_entry.start_reconfigure_flow(hass)
     result = await hass.config_entries.flow.async_configure(

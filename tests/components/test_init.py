@@ -7,7 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
-from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
+from homeassistant.config_entries import (
+    RELOAD_AFTER_UPDATE_DELAY,
+    SOURCE_REAUTH,
+    ConfigEntryState,
+)
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
@@ -238,20 +242,19 @@ async def test_manual_device_removal(
     assert meter is not None
     await client.send_json_auto_id(
         {
-            "type": "config/device_registry/remove_config_entry",
-            "config_entry_id": loaded_entry.entry_id,
+            "type": "config/device_registry/remove",
             "device_id": meter.id,
         }
     )
     response = await client.receive_json()
     assert not response["success"]  # still on the account: it would come back
+    assert response["error"]["message"] == "Failed to remove device entry, rejected by integration"
     orphan = device_registry.async_get_or_create(
         config_entry_id=loaded_entry.entry_id, identifiers={(DOMAIN, "000000099999")}
     )
     await client.send_json_auto_id(
         {
-            "type": "config/device_registry/remove_config_entry",
-            "config_entry_id": loaded_entry.entry_id,
+            "type": "config/device_registry/remove",
             "device_id": orphan.id,
         }
     )
@@ -298,6 +301,15 @@ async def _choose_meters(
     await hass.async_block_till_done()
 
 
+async def _reload_after_enabling(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    """Home Assistant reloads the entry a while after an entity is enabled: let it."""
+    async_fire_time_changed(
+        hass, dt_util.utcnow() + timedelta(seconds=RELOAD_AFTER_UPDATE_DELAY + 1)
+    )
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+
+
 def _entity_id(hass: HomeAssistant, entry: MockConfigEntry, address: str, key: str) -> str:
     entity_id = er.async_get(hass).async_get_entity_id(
         "sensor", DOMAIN, f"{entry.unique_id}_{address}_{key}"
@@ -322,8 +334,7 @@ async def _exclude_and_include_again(
     disabled = _entity_id(hass, entry, address, "energy_import")  # enabled by default
     entities.async_update_entity(disabled, disabled_by=er.RegistryEntryDisabler.USER)
     untouched = _entity_id(hass, entry, address, "voltage_line_3")
-    await hass.config_entries.async_reload(entry.entry_id)
-    await hass.async_block_till_done()
+    await _reload_after_enabling(hass, entry)
     assert hass.states.get(enabled) is not None
     shown = {e: hass.states.get(e).name for e in (power, enabled)}  # type: ignore[union-attr]
 
@@ -336,6 +347,7 @@ async def _exclude_and_include_again(
     assert hass.states.get(enabled) is None
 
     await _choose_meters(hass, entry, sorted([*others, address]), **form)
+    await _reload_after_enabling(hass, entry)  # its entities were enabled again
     device = devices.async_get(device.id)
     assert device is not None
     assert device.disabled_by is None
@@ -387,8 +399,7 @@ async def test_excluded_meter_can_be_deleted_and_gone_meters_are_removed(
     client = await hass_ws_client(hass)
     await client.send_json_auto_id(
         {
-            "type": "config/device_registry/remove_config_entry",
-            "config_entry_id": loaded_entry.entry_id,
+            "type": "config/device_registry/remove",
             "device_id": excluded.id,
         }
     )

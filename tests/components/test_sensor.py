@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 from homeassistant.components.sensor import SensorDeviceClass
+from homeassistant.config_entries import RELOAD_AFTER_UPDATE_DELAY, ConfigEntryState
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant, State
 from homeassistant.helpers import entity_registry as er
+from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
+    async_fire_time_changed,
     mock_restore_cache_with_extra_data,
 )
 
@@ -180,8 +184,12 @@ async def test_diagnostic_settings_when_enabled(
         entity_registry.async_update_entity(
             f"sensor.omnimeter_{int(DEMO_METER)}_{name}", disabled_by=None
         )
-    await hass.config_entries.async_reload(loaded_entry.entry_id)
+    # Home Assistant reloads the entry a while after the last entity is enabled.
+    async_fire_time_changed(
+        hass, dt_util.utcnow() + timedelta(seconds=RELOAD_AFTER_UPDATE_DELAY + 1)
+    )
     await hass.async_block_till_done()
+    assert loaded_entry.state is ConfigEntryState.LOADED
     read = _latest(fleet, DEMO_METER)
     assert _state(hass, DEMO_METER, "ct_ratio").state == str(read["CT_Ratio"])
     assert _state(hass, DEMO_METER, "maximum_demand_period").state == "15_minutes"
