@@ -50,8 +50,8 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import EkmCoordinator
 from .entity import EkmEntity, async_add_meter_entities
+from .meter_sensor import EkmSensor, EkmSensorEntityDescription
 from .pyekm import MeterReading, normalize_address
-from .sensor import EkmSensor, EkmSensorEntityDescription
 
 if TYPE_CHECKING:
     from . import EkmConfigEntry
