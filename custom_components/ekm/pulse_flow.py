@@ -97,8 +97,12 @@ class PulseInputsFlowMixin(OptionsFlow):
             return await self.async_step_pulse_meter()
         names = self._pulse_names()
         current = parse_pulse_inputs(self.config_entry.options)
-        configured = ", ".join(
-            f"{_label(address, names)} {', '.join(str(n) for n in sorted(inputs))}"
+        configured = "; ".join(
+            f"{_label(address, names)}: "
+            + ", ".join(
+                f"input {n} {i.kind.value} ({i.per_pulse:g} {i.unit} per pulse)"
+                for n, i in sorted(inputs.items())
+            )
             for address, inputs in sorted(current.items())
         )
         schema = vol.Schema(
@@ -116,7 +120,7 @@ class PulseInputsFlowMixin(OptionsFlow):
         return self.async_show_form(
             step_id="pulse_inputs",
             data_schema=schema,
-            description_placeholders={"configured": configured or "-"},
+            description_placeholders={"configured": configured or "none"},
         )
 
     async def async_step_pulse_meter(

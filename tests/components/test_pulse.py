@@ -154,7 +154,7 @@ async def test_options_steps(
     result = await open_pulse_inputs(hass, entry)
     rendered(result, "options")
     assert result["step_id"] == "pulse_inputs"
-    assert result["description_placeholders"] == {"configured": "-"}
+    assert result["description_placeholders"] == {"configured": "none"}
     selector = result["data_schema"].schema["meter"]
     options = {o["value"]: o["label"] for o in selector.config["options"]}
     assert options[GRID] == f"{GRID} (House (grid))"  # as the other meter lists show it
@@ -200,7 +200,10 @@ async def test_options_steps(
 
     # The form shows what is configured; "nothing" removes an input and its entities.
     result = await open_pulse_inputs(hass, entry)
-    assert result["description_placeholders"] == {"configured": f"{GRID} (House (grid)) 1, 2"}
+    assert result["description_placeholders"] == {
+        "configured": f"{GRID} (House (grid)): input 1 water (0.1 gal per pulse),"
+        " input 2 electricity (1 Wh per pulse)"
+    }
     result = await hass.config_entries.options.async_configure(result["flow_id"], {"meter": GRID})
     fields = result["data_schema"].schema["input_1"].schema.schema
     suggested = {str(k): (k.default() if callable(k.default) else k.description) for k in fields}
