@@ -8,8 +8,13 @@ meter's ``snapshot()``: it shares no code with pyekm, so a layout or CRC mistake
 side shows up in tests.
 
 Timing follows the line: every byte the meters send takes 10 bit times at ``baud``
-(9600 by default, 1.04 ms), a request is "on the wire" for its own length before the
-meter starts answering, and the meter turns around in ``turnaround`` seconds.
+(9600 by default, 1.04 ms) and reaches the host once its stop bit is out, as from a
+UART; a host frame is "on the wire" for its own length, after the host's previous frame
+(the host's UART sends them one after the other), before the meter starts answering; and
+the meter turns around in ``turnaround`` seconds. The line is half duplex: a host frame
+that starts while a meter is still sending, or less than ``listen_delay`` seconds after
+its last byte, is lost (``VirtualBus.collisions``). ``VirtualBus.silences`` records how
+long the line was quiet before each host frame.
 
 Faults (:class:`Faults`, switchable at runtime, by rate or one-shot) corrupt the CRC,
 truncate frames, stay silent, echo the host's bytes (like a 2-wire adapter) and send
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 import contextlib
 from dataclasses import dataclass, field
@@ -42,6 +48,7 @@ CLOSE: Final = b"\x01B0\x03u"
 TRAILER: Final = b"!\r\n\x03"
 _DETACHED_POLL_S: Final = 0.02
 _MAX_INPUT: Final = 4096
+_MAX_SILENCES: Final = 10_000
 
 
 def ekm_crc(data: bytes) -> bytes:
@@ -259,7 +266,11 @@ class _Wire:
         self._rx = bytearray()
         self._rx_start: float | None = None
         self._frames: asyncio.Queue[tuple[bytes, float]] = asyncio.Queue()
-        self._out: asyncio.Queue[bytes] = asyncio.Queue()
+        # (bytes, from a meter): the line's echo of the host is not a meter talking.
+        self._out: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue()
+        self._host_free = 0.0  # when the host's frames queued so far leave the wire
+        self._last_host_end = 0.0
+        self._meter_until = 0.0  # when the meters' last byte leaves the wire
         self._selected: SimMeter | None = None
         self._authorized = False
         self._tasks = [
@@ -276,6 +287,7 @@ class _Wire:
         """A new host connection: forget the half-received frame and the session."""
         self._rx.clear()
         self._rx_start = None
+        self._host_free = self._meter_until = self._last_host_end = 0.0
         self._selected = None
         self._authorized = False
 
@@ -287,7 +299,7 @@ class _Wire:
         data = bytes(b & 0x7F for b in data)
         loop_time = asyncio.get_running_loop().time()
         if self._bus.faults.echo:
-            self._out.put_nowait(data)
+            self._out.put_nowait((data, False))
         if not self._rx:
             self._rx_start = loop_time
         self._rx += data
@@ -297,10 +309,18 @@ class _Wire:
             frame = self._take_frame()
             if frame is None:
                 break
-            start = self._rx_start if self._rx_start is not None else loop_time
-            # The frame's last byte leaves the host this long after its first one.
-            self._frames.put_nowait((frame, start + len(frame) * self._bus.char_time))
+            arrived = self._rx_start if self._rx_start is not None else loop_time
             self._rx_start = loop_time if self._rx else None
+            # The host's UART sends its frames back to back; each takes its own length.
+            start = max(arrived, self._host_free)
+            self._host_free = start + len(frame) * self._bus.char_time
+            bus = self._bus
+            bus.silences.append(start - max(self._meter_until, self._last_host_end))
+            self._last_host_end = self._host_free
+            if start < self._meter_until + bus.listen_delay:
+                bus.collisions += 1  # talked over a meter: nobody hears this frame
+                continue
+            self._frames.put_nowait((frame, self._host_free))
 
     def _take_frame(self) -> bytes | None:
         """Cut one complete host frame off the input; skip noise before it."""
@@ -390,13 +410,13 @@ class _Wire:
         if targeted and faults.hit("garbage"):
             response = faults.noise() + response
         self._bus.requests += 1
-        self._out.put_nowait(response)
+        self._out.put_nowait((response, True))
 
     def _reply(self, ok: bool) -> None:
         if ok:
-            self._out.put_nowait(bytes([ACK]))
+            self._out.put_nowait((bytes([ACK]), True))
         elif self._bus.faults.nak:
-            self._out.put_nowait(bytes([NAK]))
+            self._out.put_nowait((bytes([NAK]), True))
 
     def _password(self, frame: bytes) -> None:
         meter = self._selected
@@ -422,22 +442,30 @@ class _Wire:
     # output ----------------------------------------------------------------------------
 
     async def _transmit(self) -> None:
-        """Send queued bytes at the line rate (10 bit times per character)."""
+        """Send queued bytes at the line rate (10 bit times per character).
+
+        Each piece is handed over when its last stop bit is out, as a UART delivers a
+        byte only once it has received all of it.
+        """
         loop = asyncio.get_running_loop()
         next_free = loop.time()
         while True:
-            data = await self._out.get()
+            data, from_meter = await self._out.get()
             chunk = self._bus.chunk
             # An idle line starts now; otherwise keep the UART's exact schedule (sleeping
             # late by a millisecond must not add up over a frame).
             next_free = max(next_free, loop.time())
+            if from_meter:
+                self._meter_until = next_free + len(data) * self._bus.char_time
             for i in range(0, len(data), chunk):
                 piece = data[i : i + chunk]
-                self._write_raw(piece)
                 next_free += len(piece) * self._bus.char_time
                 wait = next_free - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
+                self._write_raw(piece)
+                if from_meter:  # a late wake-up keeps the line busy longer
+                    self._meter_until = max(self._meter_until, loop.time())
 
 
 def _crc_ok(frame: bytes) -> bool:
@@ -508,6 +536,9 @@ class VirtualBus:
         faults: fault knobs (see :class:`Faults`); ``bus.faults`` can be changed any time.
         baud: line rate used for pacing (the host side does not need to match it).
         turnaround: seconds between the end of a request and the first answering byte.
+        listen_delay: seconds after a meter's last byte before it hears the line again
+            (a transceiver that releases the bus late); a host frame that starts sooner
+            is lost, as is one that starts while a meter is sending.
         chunk: bytes written per pacing step.
 
     """
@@ -519,14 +550,19 @@ class VirtualBus:
         faults: Faults | None = None,
         baud: int = 9600,
         turnaround: float = 0.02,
+        listen_delay: float = 0.0,
         chunk: int = 8,
     ) -> None:
         self.meters = list(meters)
         self.faults = faults or Faults()
         self.baud = baud
         self.turnaround = turnaround
+        self.listen_delay = listen_delay
         self.chunk = max(1, chunk)
         self.requests = 0
+        self.collisions = 0
+        # Seconds the line was quiet before each host frame (newest last).
+        self.silences: deque[float] = deque(maxlen=_MAX_SILENCES)
         self.commands: list[Command] = []
         self._pty: _PtyEndpoint | None = None
         self._tcp: _TcpEndpoint | None = None

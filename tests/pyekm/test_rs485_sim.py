@@ -209,3 +209,27 @@ async def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert auto.pty_path.startswith("/dev/")
     finally:
         await auto.close()
+
+
+async def test_half_duplex_line(host: Host, vbus: VirtualBus) -> None:
+    """Host frames go out one after another; one sent over a meter's answer is lost."""
+    # Two requests in one write: the second starts as the first leaves the wire.
+    both = p.request_frame(V4, p.Request.A) + p.request_frame(V3, p.Request.V3)
+    assert len(await host.send(both, expect=510)) == 510
+    assert vbus.silences[-1] == pytest.approx(0.0, abs=1e-9)
+    assert vbus.collisions == 0
+    # Sent while the meter is still answering (26.6 ms at 96000 baud): nobody hears it.
+    host.writer.write(p.request_frame(V4, p.Request.A))
+    await asyncio.sleep(0.01)
+    got = await host.send(p.request_frame(V4, p.Request.B), expect=510, wait=0.15)
+    p.validate_frame(got, address=V4, request=p.Request.A)  # the first answer only
+    assert vbus.collisions == 1
+    # A meter that hears the line only 50 ms after its last byte.
+    vbus.listen_delay = 0.05
+    assert len(await host.send(p.request_frame(V4, p.Request.A), expect=255)) == 255
+    assert await host.send(p.request_frame(V4, p.Request.B), expect=1, wait=0.03) == b""
+    assert vbus.collisions == 2
+    await asyncio.sleep(0.05)
+    got = await host.send(p.request_frame(V4, p.Request.B), expect=255)
+    p.validate_frame(got, address=V4, request=p.Request.B)
+    assert vbus.silences[-1] >= 0.05
