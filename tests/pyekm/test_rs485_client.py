@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
+import statistics
 
 import pytest
 
@@ -21,7 +22,7 @@ from custom_components.ekm.pyekm.errors import (
 from custom_components.ekm.pyekm.models import Source
 from custom_components.ekm.pyekm.rs485 import protocol as p
 from custom_components.ekm.pyekm.rs485.client import EkmBus
-from custom_components.ekm.pyekm.rs485.transport import SerialLine
+from custom_components.ekm.pyekm.rs485.transport import INTER_FRAME_GAP, SerialLine
 from ekmsim.fleet import SimClock, SimMeter
 from ekmsim.rs485 import Faults, VirtualBus
 
@@ -502,3 +503,93 @@ async def test_serial_line_directly(vbus: VirtualBus, tmp_path: Path) -> None:
     assert line.bytes_received >= 255
     await line.close()
     await line.close()
+
+
+# --- line timing: the inter-frame gap -------------------------------------------------------------
+
+
+async def test_every_frame_we_send_follows_the_gap(bus: EkmBus, vbus: VirtualBus) -> None:
+    """The meters see ``gap`` of silence before each of our frames, counted from the line."""
+    gap = FAST["gap"]
+    await bus.read(V4)  # A, B, close
+    await bus.read(V3)  # request, close
+    await bus.set_time(V5)  # A, P1, W1, close
+    await asyncio.sleep(0.05)  # the last close reaches the meter
+    silences = sorted(list(vbus.silences)[1:])  # the first frame follows nothing
+    assert len(silences) == 8
+    assert vbus.collisions == 0
+    assert statistics.median(silences) >= gap
+    # The simulator stamps a frame when the shared event loop reads it: under load that
+    # can be late, making the next frame's silence look a little short.
+    assert silences[0] >= gap / 2
+    assert bus.stats.retries == bus.stats.timeouts == 0
+
+
+async def test_a_meter_that_listens_late(port: str, vbus: VirtualBus) -> None:
+    """A meter deaf for 20 ms after its own bytes: a 30 ms gap reaches it; no gap loses frames."""
+    vbus.listen_delay = 0.02
+    slow_ears = {**FAST, "gap": 0.03}
+    async with EkmBus(port, b_every=1, **slow_ears) as client:  # type: ignore[arg-type]
+        for _ in range(2):
+            reading = await client.read(V4)
+            assert reading.values["CF_Ratio"] == 800
+        assert client.stats.timeouts == 0
+    assert vbus.collisions == 0
+    no_gap = {**FAST, "gap": 0.0}
+    async with EkmBus(port, **no_gap) as client:  # type: ignore[arg-type]
+        reading = await client.read(V4)  # B right after A is lost, timed out, retried
+        assert client.stats.timeouts == 1
+        assert client.stats.retries == 1
+    assert reading.values["CF_Ratio"] == 800  # the retry, after the silence, got B
+    assert vbus.collisions >= 1  # B (and the close right after B's answer)
+
+
+async def test_we_wait_while_the_line_is_busy(vbus: VirtualBus, tmp_path: Path) -> None:
+    """Bytes still arriving push the gap on (a late answer is never talked over), up to a limit."""
+    vbus.baud = 9600  # a 265 ms answer: plenty of time to look at the line mid-answer
+    vbus.chunk = 1  # byte by byte, 1 ms apart
+    gap = 0.05  # longer than any pause between two bytes, even on a loaded test machine
+    line = SerialLine(await vbus.open_pty(tmp_path / "tty"))
+    await line.open()
+    loop = asyncio.get_running_loop()
+    answer = p.wire_time(p.FRAME_LEN)
+    try:
+        await line.write(p.request_frame(V4, p.Request.A))
+        start = loop.time()
+        await asyncio.sleep(0.06)  # the answer has started (after 20 ms + 5 ms)
+        await line.wait_silence(gap, limit=2.0)  # the whole answer, then the gap
+        assert loop.time() - start >= answer + gap
+        assert loop.time() - line.busy_until >= gap
+        await line.write(p.request_frame(V4, p.Request.A))
+        await asyncio.sleep(0.1)  # the answer is coming in
+        start = loop.time()
+        await line.wait_silence(gap, limit=0.02)  # a babbling line does not block for good
+        assert loop.time() - start < 0.1
+        assert loop.time() - line.busy_until < gap  # still busy
+        await line.wait_silence(gap, limit=2.0)
+        with pytest.raises(EkmNoResponseError):  # what arrived meanwhile was dropped
+            await line.read_frame(first_byte_timeout=0.05, frame_timeout=0.1)
+    finally:
+        await line.close()
+
+
+async def test_our_gap_counts_from_the_end_of_our_bytes(vbus: VirtualBus, tmp_path: Path) -> None:
+    """write() returns when the bytes reach a buffer; the gap starts when they leave the wire."""
+    line = SerialLine(await vbus.open_pty(tmp_path / "tty"))  # 9600 baud: 1.04 ms a character
+    await line.open()
+    loop = asyncio.get_running_loop()
+    try:
+        for frame in (p.CLOSE, p.password_frame()):
+            await line.wait_silence(INTER_FRAME_GAP, limit=1.0)
+            start = loop.time()
+            await line.write(frame)
+            assert line.busy_until >= start + p.wire_time(len(frame))
+            await line.wait_silence(INTER_FRAME_GAP, limit=1.0)
+            assert loop.time() - start >= p.wire_time(len(frame)) + INTER_FRAME_GAP
+        # Two frames written back to back go out one after the other.
+        start = loop.time()
+        await line.write(p.CLOSE)
+        await line.write(p.CLOSE)
+        assert line.busy_until >= start + p.wire_time(10)
+    finally:
+        await line.close()

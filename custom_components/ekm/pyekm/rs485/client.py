@@ -35,7 +35,13 @@ from ..errors import (
 from ..models import MeterReading, now_ms
 from . import protocol as p
 from .protocol import Request
-from .transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Framing, SerialLine
+from .transport import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    INTER_FRAME_GAP,
+    Framing,
+    SerialLine,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -81,7 +87,8 @@ class EkmBus:
         response_timeout: seconds to the first byte of a response.
         frame_timeout: seconds from sending a request to a complete response.
         ack_timeout: seconds to wait for the ACK to P1 / W1.
-        gap: minimum idle seconds on the line before each frame we send.
+        gap: seconds of silence on the line before each frame we send, counted from the
+            line's last byte either way (see transport.INTER_FRAME_GAP).
         idle_timeout: seconds of silence after which a partial or bad response is given up.
         connect_timeout: seconds to open the port.
         framing: '7E1', '8N1' (7E1 emulated: parity in software), or 'auto' (7E1, falling
@@ -100,7 +107,7 @@ class EkmBus:
         response_timeout: float = 1.0,
         frame_timeout: float = 1.5,
         ack_timeout: float = 1.0,
-        gap: float = 0.05,
+        gap: float = INTER_FRAME_GAP,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         framing: Framing = "auto",
@@ -122,7 +129,6 @@ class EkmBus:
         self._idle_timeout = idle_timeout
         self._lock = asyncio.Lock()
         self._meters: dict[str, _MeterState] = {}
-        self._last_io = 0.0
         self._ever_opened = False
         self.stats = BusStats()
         for address, protocol in (protocols or {}).items():
@@ -338,22 +344,11 @@ class EkmBus:
             self.stats.reconnects += 1
         await self._line.open()
         self._ever_opened = True
-        self._last_io = asyncio.get_running_loop().time()
-
-    async def _pace(self) -> None:
-        """Keep at least ``gap`` seconds of silence before we talk, then drop stale input."""
-        loop = asyncio.get_running_loop()
-        wait = self._last_io + self._gap - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        self._line.discard_input()
 
     async def _send(self, data: bytes) -> None:
-        await self._pace()
+        """Send after ``gap`` s of silence on the line (stale input is dropped)."""
+        await self._line.wait_silence(self._gap, limit=self._frame_timeout)
         await self._line.write(data)
-
-    def _mark(self) -> None:
-        self._last_io = asyncio.get_running_loop().time()
 
     async def _send_close(self) -> None:
         """The close string ends every session; a lost port is not an error here."""
@@ -363,8 +358,6 @@ class EkmBus:
             await self._send(p.CLOSE)
         except EkmConnectionError:
             await self._line.close()
-        finally:
-            self._mark()
 
     def _count_error(self, err: EkmError) -> None:
         name = type(err).__name__
@@ -426,19 +419,16 @@ class EkmBus:
                     frame_timeout=self._frame_timeout,
                     idle_timeout=self._idle_timeout,
                 )
-                self._mark()
                 p.validate_frame(frame, address=expect_address or addr)
                 protocol = p.frame_protocol(frame, kind)
                 if protocol == "v4":
                     p.validate_frame(frame, request=Request.B if kind is Request.B else Request.A)
             except EkmNoResponseError as err:
-                self._mark()
                 self.stats.timeouts += 1
                 self._count_error(err)
                 last = err
                 continue
             except EkmProtocolError as err:
-                self._mark()
                 self.stats.bad_frames += 1
                 self._count_error(err)
                 last = err
@@ -464,10 +454,7 @@ class EkmBus:
     async def _exchange_ack(self, frame: bytes) -> int | None:
         """Send P1 or W1 and return the ACK/NAK byte, None on silence."""
         await self._send(frame)
-        try:
-            return await self._line.read_ack(echo=frame, wait=self._ack_timeout)
-        finally:
-            self._mark()
+        return await self._line.read_ack(echo=frame, wait=self._ack_timeout)
 
 
 def _check_protocol(protocol: str) -> str:

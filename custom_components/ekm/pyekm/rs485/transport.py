@@ -4,7 +4,8 @@
 and reads back exactly-framed answers (a 255-byte response or a one-byte ACK/NAK),
 tolerating an adapter's echo of what was sent and line noise before STX. It knows
 nothing about sessions or retries; :class:`~pyekm.rs485.client.EkmBus` does that under
-one lock per line.
+one lock per line. It does know when the line last carried a byte either way, so that
+``wait_silence`` can leave the inter-frame gap (``INTER_FRAME_GAP``) before we talk.
 
 A 7E1 character and an 8N1 character both take 10 bit times (ekm-rs485.md §1), so a port
 that refuses 7 data bits with even parity (some USB bridges, ptys) is run as 8N1 with
@@ -25,13 +26,48 @@ import serialx
 
 from ..errors import EkmConnectionError, EkmCrcError, EkmNoResponseError, EkmProtocolError
 from ..redact import redact_url
-from .protocol import ACK, BAUD_RATE, FRAME_LEN, NAK, STX, TRAILER, TRAILER_OFFSET, frame_crc_ok
+from .protocol import (
+    ACK,
+    BAUD_RATE,
+    FRAME_LEN,
+    NAK,
+    STX,
+    TRAILER,
+    TRAILER_OFFSET,
+    frame_crc_ok,
+    wire_time,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
 # A meter sends its 255 bytes back to back; this much silence mid-frame means it stopped.
 DEFAULT_IDLE_TIMEOUT: Final = 0.3
+INTER_FRAME_GAP: Final = 0.010
+"""Seconds of silence on the line before every frame we send (EkmBus's ``gap``).
+
+Counted from the line's last activity, our last byte on the wire (write time plus its
+wire time) or the last byte received, and not from when we got round to sending. The
+old 50 ms, counted from then, made up 150 ms of a 755 ms A+B read (576 ms of wire time).
+
+Why 10 ms (9.6 characters at 9600 baud): the gap is the half-duplex handover. After its
+last stop bit a transmitter must release the bus before the other side talks; automatic
+send-data control in RS-485 adapters drops the driver within one character (1.04 ms),
+Modbus RTU separates frames by 3.5 characters (3.6 ms), and meter-class devices that
+specify a host wait after their reply ask for 2.5 to 10 ms. EKM publishes no figure
+(ekm-rs485.md §6): ekmmeters' 200 ms is a fixed sleep, not a stated need, and EKM staff
+say meters can be polled "super fast". 10 ms covers the largest of those figures. The
+same gap follows our close string, so a meter still busy ending the session is not sent
+the next request at once.
+
+How it was measured: ``benchmarks/bench_rs485.py --gaps`` sweeps the gap against the
+baud-paced simulator, which records the silence before every host frame. The silence the
+meter sees is the gap plus 0.2-1.3 ms of scheduling (asyncio rounds sleeps up to the
+millisecond). Each ms of gap costs 3 ms per A+B read (three of our frames follow an
+answer or our close): 623 ms with no gap, 658 ms with 10 ms, 778 ms with 50 ms, for 576
+ms of wire time and 40 ms of simulated meter turnaround. Raise ``gap`` for hardware that
+needs more; a frame sent too early is lost, timed out and retried.
+"""
 
 type Framing = Literal["auto", "7E1", "8N1"]
 
@@ -93,6 +129,7 @@ class SerialLine:
         self._buffer = bytearray()
         self._data = asyncio.Event()
         self._lost_reason: str | None = None
+        self._busy_until = 0.0  # loop time when the line last carried (or will carry) a byte
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -149,6 +186,7 @@ class SerialLine:
         self._transport = transport
         self._lost_reason = None
         self._buffer.clear()
+        self._busy_until = asyncio.get_running_loop().time()  # a gap after opening, too
         _LOGGER.debug("Opened %s", self.safe_url)
 
     async def _connect(self, *, seven_bits: bool) -> asyncio.BaseTransport:
@@ -182,6 +220,7 @@ class SerialLine:
         _LOGGER.debug("Closed %s", self.safe_url)
 
     def _received(self, data: bytes) -> None:
+        self._busy_until = max(self._busy_until, asyncio.get_running_loop().time())
         self._buffer += strip_parity(data)
         self.bytes_received += len(data)
         self._data.set()
@@ -215,6 +254,10 @@ class SerialLine:
             raise EkmConnectionError(f"{self.safe_url}: write failed: {err}") from err
         self._check_open()
         self.bytes_sent += len(data)
+        # The UART sends after whatever it still has queued; this is when our last byte
+        # leaves the wire (write() returns long before: the bytes only reached a buffer).
+        now = asyncio.get_running_loop().time()
+        self._busy_until = max(self._busy_until, now) + wire_time(len(data), self._baudrate)
 
     async def _wait_data(self, deadline: float) -> bool:
         """Wait for more bytes until ``deadline`` (loop time); False on timeout."""
@@ -325,6 +368,26 @@ class SerialLine:
                         return byte
             if not await self._wait_data(deadline):
                 return None
+
+    @property
+    def busy_until(self) -> float:
+        """Loop time of the line's last activity: a byte received, or our last byte sent."""
+        return self._busy_until
+
+    async def wait_silence(self, gap: float, *, limit: float) -> None:
+        """Wait until the line has been silent for ``gap`` s, then drop what came meanwhile.
+
+        Bytes still arriving (a late answer, noise) push the wait on, for up to ``limit``
+        seconds in all: a babbling line must not block the bus for good.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + limit
+        while True:  # not an Event: each byte received moves the end of the wait
+            wait = min(self._busy_until + gap, give_up) - loop.time()
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        self.discard_input()
 
     async def wait_quiet(self, seconds: float) -> None:
         """Sleep, then drop anything received meanwhile (a late or stray answer)."""
