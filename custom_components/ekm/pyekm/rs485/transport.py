@@ -63,10 +63,11 @@ the next request at once.
 How it was measured: ``benchmarks/bench_rs485.py --gaps`` sweeps the gap against the
 baud-paced simulator, which records the silence before every host frame. The silence the
 meter sees is the gap plus 0.2-1.3 ms of scheduling (asyncio rounds sleeps up to the
-millisecond). Each ms of gap costs 3 ms per A+B read (three of our frames follow an
-answer or our close): 623 ms with no gap, 658 ms with 10 ms, 778 ms with 50 ms, for 576
-ms of wire time and 40 ms of simulated meter turnaround. Raise ``gap`` for hardware that
-needs more; a frame sent too early is lost, timed out and retried.
+millisecond), median +1.2 ms over 40 reads. Each ms of gap costs 3 ms per A+B read
+(three of our frames follow an answer or our close): about 624 ms with no gap, 655 ms
+with 10 ms and 775 ms with 50 ms, for 576 ms of wire time and 40 ms of simulated meter
+turnaround. Raise ``gap`` for hardware that needs more; a frame sent too early is lost,
+timed out and retried.
 """
 
 type Framing = Literal["auto", "7E1", "8N1"]
