@@ -84,8 +84,9 @@ CONF_SINGLE_METER: Final = "single_meter"
 CONF_ADDRESSES: Final = "addresses"
 CONF_FULL_READ_EVERY: Final = "full_read_every"
 WILDCARD_ADDRESS: Final = "999999999999"
-# A v4/v5 read (A + B + close) takes about 0.76 s on the 9600 baud line; with B every
-# few reads a meter needs about 0.45 s. The poll interval allows 1 s per meter.
+# A v4/v5 read (A + B + close) takes about 0.65 s on the 9600 baud line; with B every
+# few reads a meter needs about 0.34 s (scripts/bench rs485). The poll interval allows
+# 1 s per meter, which leaves room for a retry.
 RS485_SECONDS_PER_METER: Final = 1.0
 DEFAULT_RS485_SCAN_INTERVAL: Final = 5
 MIN_RS485_SCAN_INTERVAL: Final = 2
