@@ -36,7 +36,7 @@ from homeassistant.util.unit_conversion import EnergyConverter, VolumeConverter
 
 from .const import DOMAIN
 from .pyekm.summary import SummaryPeriod
-from .statistics import HOUR_MS, statistic_id
+from .statistics import HOUR_MS, register_change, register_edge, statistic_id
 
 if TYPE_CHECKING:
     from .pulse import PulseInput
@@ -63,21 +63,6 @@ def summary_fields(pulses: Iterable[PulseInput]) -> tuple[str, ...]:
     return tuple(f"Pulse_Cnt_{n}_{s}" for n in numbers for s in ("Diff", "Min", "Max"))
 
 
-def _diff(period: SummaryPeriod, name: str) -> float | None:
-    diff = period.number(f"{name}_Diff")
-    if diff is not None:
-        return diff
-    first, last = _end(period, name, start=True), _end(period, name, start=False)
-    return None if first is None or last is None else last - first
-
-
-def _end(period: SummaryPeriod, name: str, *, start: bool) -> float | None:
-    for suffix in ("_First", "_Min") if start else ("_Last", "_Max"):
-        if (value := period.number(name + suffix)) is not None:
-            return value
-    return None
-
-
 def hourly_counts(
     periods: Iterable[SummaryPeriod],
     name: str,
@@ -90,12 +75,13 @@ def hourly_counts(
     counts: dict[int, float] = {}
     before = previous
     for period in ordered:
-        rise = _diff(period, name)
+        rise = register_change(period, name)
         if rise is None:
             before = period
             continue
         if before is not None and before.end_ms < period.start_ms:
-            end, start = _end(before, name, start=False), _end(period, name, start=True)
+            end = register_edge(before, name, start=False)
+            start = register_edge(period, name, start=True)
             gap = 0.0 if end is None or start is None else start - end
             rise += max(0.0, gap)  # a counter that went down in a gap counts 0
         hour = period.start_ms - period.start_ms % HOUR_MS

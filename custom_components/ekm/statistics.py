@@ -79,20 +79,17 @@ class HourlyEnergy:
         return self.hours[-1].start_ms if self.hours else None
 
 
-def _diff(period: SummaryPeriod, name: str) -> float | None:
+def register_change(period: SummaryPeriod, name: str) -> float | None:
+    """A register's change over a period: ``_Diff``, else its end minus its start."""
     diff = period.number(f"{name}_Diff")
     if diff is not None:
         return diff
-    first = period.number(f"{name}_First")
-    if first is None:
-        first = period.number(f"{name}_Min")
-    last = period.number(f"{name}_Last")
-    if last is None:
-        last = period.number(f"{name}_Max")
+    first = register_edge(period, name, start=True)
+    last = register_edge(period, name, start=False)
     return None if first is None or last is None else last - first
 
 
-def _edge(period: SummaryPeriod, name: str, *, start: bool) -> float | None:
+def register_edge(period: SummaryPeriod, name: str, *, start: bool) -> float | None:
     """The register at the period's start (``_First``/``_Min``) or end (``_Last``/``_Max``)."""
     suffixes = ("_First", "_Min") if start else ("_Last", "_Max")
     for suffix in suffixes:
@@ -123,8 +120,8 @@ def hourly_energy(
     totals: dict[int, list[float]] = {}
     before = previous
     for period in ordered:
-        total = _diff(period, _TOTAL)
-        reverse = _diff(period, _REVERSE) or 0.0
+        total = register_change(period, _TOTAL)
+        reverse = register_change(period, _REVERSE) or 0.0
         hour = period.start_ms - period.start_ms % HOUR_MS
         if total is None:
             before = period
@@ -162,8 +159,8 @@ def _gap(before: SummaryPeriod, after: SummaryPeriod) -> tuple[float, float]:
     """How much each register rose between two periods with missing ones between."""
     out: list[float] = []
     for name in (_TOTAL, _REVERSE):
-        end = _edge(before, name, start=False)
-        start = _edge(after, name, start=True)
+        end = register_edge(before, name, start=False)
+        start = register_edge(after, name, start=True)
         out.append(0.0 if end is None or start is None else start - end)
     return out[0], out[1]
 
