@@ -116,17 +116,23 @@ def _derived(name: str) -> bool:
     return spec is not None and spec.derived
 
 
-def update_failed(err: EkmError) -> ConfigEntryAuthFailed | UpdateFailed:
-    """The translated coordinator error for a cloud error (the one mapping of them)."""
+def update_failed(
+    err: EkmError, *, auth_key: str = "invalid_auth", error_key: str = "communication_error"
+) -> ConfigEntryAuthFailed | UpdateFailed:
+    """The translated coordinator error for an HTTP error (the one mapping of them).
+
+    ``auth_key`` and ``error_key`` name what was asked: EKM's cloud by default, a Push3
+    on the local network (``lan_key_rejected``, ``lan_error``) otherwise.
+    """
     if isinstance(err, EkmAuthError):
-        return ConfigEntryAuthFailed(translation_domain=DOMAIN, translation_key="invalid_auth")
+        return ConfigEntryAuthFailed(translation_domain=DOMAIN, translation_key=auth_key)
     if isinstance(err, EkmRateLimitError):
         return UpdateFailed(
             translation_domain=DOMAIN, translation_key="rate_limited", retry_after=err.retry_after
         )
     return UpdateFailed(
         translation_domain=DOMAIN,
-        translation_key="communication_error",
+        translation_key=error_key,
         translation_placeholders={"error": str(err)},
     )
 
@@ -490,18 +496,9 @@ class EkmLanCoordinator(EkmCoordinator):
     async def _async_update_data(self) -> EkmData:
         try:
             latest = await self.client.async_read_latest()
-        except EkmAuthError as err:
-            self.last_error = f"{type(err).__name__}: {err}"
-            raise ConfigEntryAuthFailed(
-                translation_domain=DOMAIN, translation_key="lan_key_rejected"
-            ) from err
         except EkmError as err:
             self.last_error = f"{type(err).__name__}: {err}"
-            raise UpdateFailed(
-                translation_domain=DOMAIN,
-                translation_key="lan_error",
-                translation_placeholders={"host": self.client.host, "error": str(err)},
-            ) from err
+            raise update_failed(err, auth_key="lan_key_rejected", error_key="lan_error") from err
         self.last_error = None
         self.known |= latest.keys()
         devices = self.data.devices
