@@ -355,9 +355,9 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         if user_input is not None:
             key = str(user_input[CONF_LAN_KEY]).strip()
-            _host, models, errors = await async_probe_lan(self.hass, entry.data[CONF_HOST], key)
-            if not errors and not set(models) & set(entry.data[CONF_METERS]):
-                errors["base"] = "lan_other_gateway"
+            _host, _models, errors = await async_probe_lan(
+                self.hass, entry.data[CONF_HOST], key, entry.data[CONF_METERS]
+            )
             if not errors:
                 return self.async_update_reload_and_abort(entry, data_updates={CONF_LAN_KEY: key})
         return self.async_show_form(
@@ -447,9 +447,9 @@ class EkmConfigFlow(ConfigFlow, domain=DOMAIN):
         if user_input is not None:
             # The key is never sent back to the form: left empty, the current one stays.
             key = str(user_input.get(CONF_LAN_KEY) or "").strip() or entry.data[CONF_LAN_KEY]
-            host, models, errors = await async_probe_lan(self.hass, user_input[CONF_HOST], key)
-            if not errors and not set(models) & set(entry.data[CONF_METERS]):
-                errors["base"] = "lan_other_gateway"
+            host, models, errors = await async_probe_lan(
+                self.hass, user_input[CONF_HOST], key, entry.data[CONF_METERS]
+            )
             if not errors:
                 return self.async_update_reload_and_abort(
                     entry,

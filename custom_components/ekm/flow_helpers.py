@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 import hashlib
 import re
 from typing import Any
@@ -298,9 +298,12 @@ async def async_probe_bus(
 
 
 async def async_probe_lan(
-    hass: HomeAssistant, host: str, key: str
+    hass: HomeAssistant, host: str, key: str, known: Iterable[str] | None = None
 ) -> tuple[str, dict[str, str], dict[str, str]]:
-    """Read a Push3 once on the LAN: (its host, {address: model}, form errors)."""
+    """Read a Push3 once on the LAN: (its host, {address: model}, form errors).
+
+    ``known``: the meters of an existing entry; a gateway serving none of them is another.
+    """
     try:
         client = EkmLanClient(async_get_clientsession(hass), host, key)
     except ValueError:
@@ -316,6 +319,8 @@ async def async_probe_lan(
         return client.host, {}, {"base": "lan_invalid_response"}
     if not latest:
         return client.host, {}, {"base": "no_devices"}
+    if known is not None and not latest.keys() & set(known):
+        return client.host, {}, {"base": "lan_other_gateway"}
     models = {
         address: model_name(reading.text("Model"), reading.protocol)
         for address, reading in sorted(latest.items())

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 import json
 import re
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import aiohttp
 
@@ -45,15 +45,31 @@ _DETAIL_CHARS: Final = 200
 _URL: Final = re.compile(r"\S+://\S*|[?&]\S*=\S*")
 
 
+class Answer(NamedTuple):
+    """One HTTP answer: status, raw body, decoded JSON (or ``NOT_JSON``), content type."""
+
+    status: int
+    body: bytes
+    data: Any
+    content_type: str
+
+
 class EkmHttp:
     """One key's requests to EKM: JSON decoded, every failure a typed EkmError."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, key: str, *, timeout: float = DEFAULT_TIMEOUT
+        self,
+        session: aiohttp.ClientSession,
+        key: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        peer: str = "the EKM server",
     ) -> None:
+        """``peer`` names the other side in error messages (``the Push3 at 10.0.0.5``)."""
         self._session = session
         self._key = key
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._peer = peer
         self.requests = 0  # Number of HTTP requests made (benchmarks, diagnostics).
 
     async def get_json(self, url: str, params: Mapping[str, str]) -> Any:
@@ -64,7 +80,7 @@ class EkmHttp:
         (EKM status codes 1000-1399), EkmServerError (other HTTP errors), EkmRequestError
         (a plain-text "Error..." body) and EkmResponseError (anything else not JSON).
         """
-        status, body, data = await self._exchange("GET", url, params, None, None)
+        status, body, data, _ = await self.exchange("GET", url, params)
         if status in (401, 403):
             raise (EkmAuthError if status == 401 else EkmForbiddenError)(
                 "The EKM server rejected the key"
@@ -73,7 +89,7 @@ class EkmHttp:
             raise_for_body_error(data, http_error=status >= 400)
         if status >= 400:
             raise EkmServerError(status)
-        if data is _NOT_JSON:
+        if data is NOT_JSON:
             if body.lstrip()[: len(_ERROR_TEXT)].lower() == _ERROR_TEXT:
                 detail = self._detail(body.decode("utf-8", "replace"))
                 raise EkmRequestError(f"EKM rejected the request's arguments: {detail}")
@@ -102,7 +118,9 @@ class EkmHttp:
         quoting EKM's ``error`` text without key, token or URL), EkmServerError (any other
         status outside 2xx, 404 included) and EkmResponseError (a 2xx that is not JSON).
         """
-        status, body, data = await self._exchange(method, url, params, json_body, token)
+        status, body, data, _ = await self.exchange(
+            method, url, params, json_body=json_body, token=token
+        )
         if status in (401, 403):
             if token:
                 raise EkmTokenError("The EKM server rejected the key or API token")
@@ -112,20 +130,26 @@ class EkmHttp:
         if status == 400:
             error = data.get("error") if isinstance(data, Mapping) else None
             if not isinstance(error, str):
-                error = body.decode("utf-8", "replace") if data is _NOT_JSON else ""
+                error = body.decode("utf-8", "replace") if data is NOT_JSON else ""
             raise EkmInvalidParametersError(self._detail(error, token))
         if not 200 <= status < 300:
             raise EkmServerError(status)
-        if data is _NOT_JSON:
+        if data is NOT_JSON:
             if method.upper() == "DELETE" and not body.strip():
                 return None
             raise EkmResponseError("The EKM server answered with something other than JSON")
         return data
 
-    async def _exchange(
-        self, method: str, url: str, params: Mapping[str, str], json_body: Any, token: str | None
-    ) -> tuple[int, bytes, Any]:
-        """Send one request; its status, body and decoded JSON (or _NOT_JSON).
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str],
+        *,
+        json_body: Any = None,
+        token: str | None = None,
+    ) -> Answer:
+        """Send one request with the key; its answer, the body decoded (or NOT_JSON).
 
         Network failures and 429 (common to every EKM API) are raised here.
         """
@@ -139,15 +163,16 @@ class EkmHttp:
                 body = await response.read()
                 status = response.status
                 retry = response.headers.get("Retry-After")
+                content_type = response.headers.get("Content-Type", "").lower()
         except TimeoutError:
-            raise EkmTimeoutError("The EKM server did not answer in time") from None
-        except aiohttp.ClientError as err:
-            raise EkmConnectionError(
-                f"Cannot reach the EKM server ({type(err).__name__})"
+            raise EkmTimeoutError(
+                f"{self._peer[:1].upper()}{self._peer[1:]} did not answer in time"
             ) from None
+        except aiohttp.ClientError as err:
+            raise EkmConnectionError(f"Cannot reach {self._peer} ({type(err).__name__})") from None
         if status == 429:
             raise EkmRateLimitError(retry_after(retry))
-        return status, body, _decode(body)
+        return Answer(status, body, _decode(body), content_type)
 
     def _detail(self, text: str, token: str | None = None) -> str:
         """The first line of EKM's text, without the key, the token, URLs or query strings."""
@@ -194,14 +219,14 @@ def raise_for_body_error(data: Mapping[str, Any], *, http_error: bool = False) -
     raise EkmApiError(code)
 
 
-_NOT_JSON: Final = object()
+NOT_JSON: Final = object()
 
 
 def _decode(body: bytes) -> Any:
     try:
         return json.loads(body)
     except ValueError:
-        return _NOT_JSON
+        return NOT_JSON
 
 
 def retry_after(header: str | None) -> float | None:

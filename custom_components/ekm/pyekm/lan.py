@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 import ipaddress
-import json
 import logging
 import re
 from typing import Any, Final
@@ -28,13 +27,10 @@ import aiohttp
 from .catalog import normalize_address, to_number
 from .errors import (
     EkmAuthError,
-    EkmConnectionError,
-    EkmRateLimitError,
     EkmResponseError,
     EkmServerError,
-    EkmTimeoutError,
 )
-from .http import retry_after
+from .http import NOT_JSON, EkmHttp
 from .models import MeterReading, Source
 from .rs485.protocol import V3_MODELS, V4_MODELS
 
@@ -153,10 +149,14 @@ class EkmLanClient:
         self._base = lan_base_url(host)
         if not isinstance(key, str) or not key.strip():
             raise ValueError("No LAN key given")
-        self._session = session
-        self._key = key.strip()
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self.requests = 0  # Number of HTTP requests made (diagnostics).
+        self._http = EkmHttp(
+            session, key.strip(), timeout=timeout, peer=f"the Push3 at {self.host}"
+        )
+
+    @property
+    def requests(self) -> int:
+        """Number of HTTP requests made (diagnostics)."""
+        return self._http.requests
 
     @property
     def host(self) -> str:
@@ -183,36 +183,20 @@ class EkmLanClient:
         return {address: reads[-1] for address, reads in (await self.async_read(1)).items()}
 
     async def _get_json(self, params: Mapping[str, str]) -> Any:
-        self.requests += 1
-        query = {"key": self._key, **params}
-        try:
-            async with self._session.get(
-                self._base + LAN_PATH, params=query, timeout=self._timeout
-            ) as response:
-                status = response.status
-                content_type = response.headers.get("Content-Type", "").lower()
-                retry = response.headers.get("Retry-After")
-                body = await response.read()
-        except TimeoutError:
-            raise EkmTimeoutError(f"The Push3 at {self.host} did not answer in time") from None
-        except aiohttp.ClientError as err:
-            raise EkmConnectionError(
-                f"Cannot reach the Push3 at {self.host} ({type(err).__name__})"
-            ) from None
+        status, body, data, content_type = await self._http.exchange(
+            "GET", self._base + LAN_PATH, params
+        )
         _LOGGER.debug("Push3 %s answered HTTP %s (%d bytes)", self.host, status, len(body))
         html = "html" in content_type or body.lstrip().startswith(HTML_PREFIXES)
         if status in AUTH_STATUSES or (status == WRONG_KEY_STATUS and html):
             raise EkmAuthError(AUTH_MESSAGE)
-        if status == 429:
-            raise EkmRateLimitError(retry_after(retry))
         if not 200 <= status < 300:
             raise EkmServerError(status)
-        try:
-            return json.loads(body)
-        except ValueError:
+        if data is NOT_JSON:
             raise EkmResponseError(
                 f"The Push3 at {self.host} answered with something other than JSON"
-            ) from None
+            )
+        return data
 
 
 def parse_lan_read_meter(data: Any) -> dict[str, list[MeterReading]]:
