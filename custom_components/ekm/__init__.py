@@ -241,16 +241,13 @@ async def _async_setup_rs485(hass: HomeAssistant, entry: EkmConfigEntry) -> bool
     entry.runtime_data = EkmRuntimeData(
         coordinator=coordinator, bus=bus, relays=BusRelays(coordinator)
     )
-    hub = dr.async_get(hass).async_get_or_create(
-        config_entry_id=entry.entry_id,
-        identifiers={(DOMAIN, bus_identifier(entry))},
-        manufacturer=MANUFACTURER,
+    await _async_start_with_hub(
+        hass,
+        entry,
+        RS485_PLATFORMS,
         model="RS-485 meter bus",
         name=f"RS-485 {redact_port(entry.data[CONF_PORT])}",
     )
-
-    entry.async_on_unload(coordinator.async_add_listener(_device_syncer(hass, entry, hub.id)))
-    await hass.config_entries.async_forward_entry_setups(entry, RS485_PLATFORMS)
     return True
 
 
@@ -264,17 +261,38 @@ async def _async_setup_lan(hass: HomeAssistant, entry: EkmConfigEntry) -> bool:
     entry.runtime_data = EkmRuntimeData(coordinator=coordinator, lan=client)
     # The readMeter API does not say which gateway it is (no MAC): the gateway's device
     # is this entry's, named by its address on the network.
-    hub = dr.async_get(hass).async_get_or_create(
-        config_entry_id=entry.entry_id,
-        identifiers={(DOMAIN, bus_identifier(entry))},
-        manufacturer=MANUFACTURER,
+    await _async_start_with_hub(
+        hass,
+        entry,
+        LAN_PLATFORMS,
         model="Push3 gateway (local network)",
         name=f"Push3 {client.host}",
         configuration_url=f"http://{client.host}/",
     )
-    entry.async_on_unload(coordinator.async_add_listener(_device_syncer(hass, entry, hub.id)))
-    await hass.config_entries.async_forward_entry_setups(entry, LAN_PLATFORMS)
     return True
+
+
+async def _async_start_with_hub(
+    hass: HomeAssistant,
+    entry: EkmConfigEntry,
+    entry_platforms: list[Platform],
+    *,
+    model: str,
+    name: str,
+    configuration_url: str | None = None,
+) -> None:
+    """A local entry's own hub device (its meters link to it), device sync, platforms."""
+    device = dr.async_get(hass).async_get_or_create(
+        config_entry_id=entry.entry_id,
+        identifiers={(DOMAIN, bus_identifier(entry))},
+        manufacturer=MANUFACTURER,
+        model=model,
+        name=name,
+        configuration_url=configuration_url,
+    )
+    syncer = _device_syncer(hass, entry, device.id)
+    entry.async_on_unload(entry.runtime_data.coordinator.async_add_listener(syncer))
+    await hass.config_entries.async_forward_entry_setups(entry, entry_platforms)
 
 
 def _device_syncer(

@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING, Any
 from homeassistant.components.recorder.statistics import async_list_statistic_ids
 from homeassistant.components.sensor import DOMAIN as SENSOR_DOMAIN
 from homeassistant.components.sensor.const import UNIT_CONVERTERS
-from homeassistant.config_entries import ConfigEntryDisabler, ConfigFlowResult, OptionsFlow
+from homeassistant.config_entries import (
+    ConfigEntry,
+    ConfigEntryDisabler,
+    ConfigFlowResult,
+    OptionsFlow,
+)
 from homeassistant.const import ATTR_RESTORED, ATTR_UNIT_OF_MEASUREMENT
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.helpers import entity_registry as er, restore_state
@@ -241,7 +246,7 @@ def _describe(
     old: str,
     new: str,
     old_entry: er.RegistryEntry | None,
-    source: Any,
+    source: ConfigEntry | None,
 ) -> dict[str, str]:
     """The confirmation's placeholders: both sensors, their values, what happens."""
 
